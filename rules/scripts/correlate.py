@@ -1,0 +1,27 @@
+"""Adapter for rule correlate: per-network table, correlations with the gap, per-point tests."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from workflow_src import stats  # noqa: E402
+from workflow_src.adapter import logged  # noqa: E402
+
+with logged(snakemake.log[0]) as log:  # noqa: F821
+    opts, out = snakemake.params.stats, snakemake.output  # noqa: F821
+    ds = xr.open_zarr(snakemake.input.metrics).load()  # noqa: F821
+    networks = stats.network_table(ds)
+    networks.to_csv(out.networks, index=False)
+    converged = stats.converged(networks)
+    log(f"{len(converged)} of {len(networks)} networks converged; only those are correlated")
+    table = stats.correlations(converged, stats.indicator_names(ds), "gap", opts["n_boot"],
+                               opts["confidence"], opts["seed"])
+    table.to_csv(out.correlations, index=False)
+    log(table.to_string())
+    converged_ds = ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
+    per_point = stats.per_point_misclassification(converged_ds, "jacobian_norm",
+                                                  opts["confidence"])
+    per_point.to_csv(out.per_point, index=False)
+    log(per_point.tail(1).to_string())

@@ -1,0 +1,279 @@
+"""Statistics stage against independent computations on data with a known answer."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy import stats
+
+from workflow_src.stats import (
+    converged,
+    correct_multiple,
+    correlations,
+    granulated_kendall,
+    indicator_names,
+    matched_pairs,
+    network_table,
+    ols_gap_on_log_indicator,
+    paired_factor_tests,
+    per_point_misclassification,
+    summary,
+)
+
+HYPERPARAMETERS = {
+    "dataset": "digits", "corruption": "none", "label_noise": 0.0, "width": 32, "depth": 2,
+    "activation": "relu", "bias": True, "optimizer": "sgd", "learning_rate": 0.1,
+    "batch_size": 32, "augment": False, "seed": 0,
+}
+
+
+def make_dataset(configs, gap, point_vars=None, run_vars=None, correct=None, status=None):
+    """An aggregate Dataset shaped like STUDY.md §7: one run per config (overrides of
+    HYPERPARAMETERS), NaN padding wherever a (run, point) value is NaN."""
+    n_runs = len(configs)
+    point_vars = point_vars or {"jacobian_norm": np.ones((n_runs, 4))}
+    n_points = next(iter(point_vars.values())).shape[1]
+    gap = np.asarray(gap, dtype=float)
+    if correct is None:
+        correct = np.ones((n_runs, n_points))
+    coords = {"run_id": ("run", [f"r{i:04d}" for i in range(n_runs)])}
+    for name, default in HYPERPARAMETERS.items():
+        coords[name] = ("run", np.array([c.get(name, default) for c in configs]))
+    data = {
+        "train_acc": ("run", np.ones(n_runs)),
+        "test_acc": ("run", 1.0 - gap),
+        "gap": ("run", gap),
+        "steps": ("run", np.full(n_runs, 100)),
+        "status": ("run", np.array(status or ["converged"] * n_runs)),
+        "loss": (("run", "point"), np.zeros((n_runs, n_points))),
+        "correct": (("run", "point"), np.asarray(correct, dtype=float)),
+    }
+    data.update({k: (("run", "point"), v) for k, v in point_vars.items()})
+    data.update({k: ("run", v) for k, v in (run_vars or {}).items()})
+    return xr.Dataset(data, coords=coords, attrs={"hyperparameters": list(HYPERPARAMETERS)})
+
+
+def grid(**axes):
+    """One config per point of the product of the given axis values."""
+    names = list(axes)
+    return [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+
+
+@pytest.fixture
+def monotone_table():
+    """27 networks on a width × depth × seed grid; gap strictly increases in the indicator."""
+    configs = grid(width=[16, 32, 64], depth=[1, 2, 3], seed=[0, 1, 2])
+    rng = np.random.default_rng(1)
+    indicator = rng.permutation(np.arange(1, 28)) * 0.5
+    gap = 0.5 * np.tanh(np.log(indicator))
+    noise = rng.normal(size=27)
+    ds = make_dataset(configs, gap, point_vars={"jacobian_norm": indicator[:, None]},
+                      run_vars={"noise": noise})
+    return network_table(ds)
+
+
+def test_network_table_means_over_evaluated_points_and_keeps_per_network_indicators():
+    jac = np.array([[1.0, 3.0, np.nan], [2.0, 2.0, 5.0]])
+    ds = make_dataset(
+        [{"seed": 0}, {"seed": 1}], gap=[0.1, 0.2],
+        point_vars={"jacobian_norm": jac, "logit_jacobian_norm": 2 * jac},
+        run_vars={"bound_M": np.array([7.0, 8.0])},
+        status=["converged", "diverged"],
+    )
+    ds["transitions_count"] = (("run", "point"), np.ones((2, 3), dtype=int))  # not float
+    assert indicator_names(ds) == ["jacobian_norm", "logit_jacobian_norm", "bound_M"]
+    table = network_table(ds)
+    assert list(table.columns) == ["run_id", *HYPERPARAMETERS, "train_acc", "test_acc", "gap",
+                                   "steps", "status", "jacobian_norm", "logit_jacobian_norm",
+                                   "bound_M"]
+    np.testing.assert_allclose(table["jacobian_norm"], [2.0, 3.0])
+    np.testing.assert_allclose(table["logit_jacobian_norm"], [4.0, 6.0])
+    np.testing.assert_allclose(table["bound_M"], [7.0, 8.0])
+    kept = converged(table)
+    assert kept["run_id"].tolist() == ["r0000"]
+    assert kept.attrs["hyperparameters"] == list(HYPERPARAMETERS)
+
+
+def test_monotone_indicator_has_tau_one_and_psi_one(monotone_table):
+    corr = correlations(monotone_table, ["jacobian_norm"], n_boot=200).set_index("statistic")
+    for name in ("kendall_tau", "spearman_rho"):
+        assert corr.loc[name, "value"] == pytest.approx(1.0)
+        assert corr.loc[name, "ci_low"] == pytest.approx(1.0)
+        assert corr.loc[name, "ci_high"] == pytest.approx(1.0)
+    assert corr.loc["kendall_tau", "n"] == 27
+    psi = granulated_kendall(monotone_table, "jacobian_norm", ["width", "depth", "seed"])
+    psi = psi.set_index("axis")
+    np.testing.assert_allclose(psi["psi"], 1.0)
+    assert psi.loc[["width", "depth", "seed"], "n_groups"].tolist() == [9, 9, 9]
+    assert psi.loc["__all__", "n_groups"] == 27
+
+
+def test_independent_indicator_bootstrap_cis_cover_zero():
+    rng = np.random.default_rng(2)
+    table = pd.DataFrame({"ind": rng.normal(size=200), "gap": rng.normal(size=200)})
+    corr = correlations(table, ["ind"], n_boot=500, seed=3)
+    assert (corr["ci_low"] < 0).all() and (corr["ci_high"] > 0).all()
+    assert (corr["ci_low"] < corr["value"]).all() and (corr["value"] < corr["ci_high"]).all()
+    assert (corr["note"] == "").all()
+
+
+def test_kendall_tau_equals_brute_force_pair_count():
+    rng = np.random.default_rng(4)
+    x, y = rng.permutation(12).astype(float), rng.permutation(12).astype(float)
+    signs = [np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+             for i, j in itertools.combinations(range(12), 2)]
+    expected = sum(signs) / len(signs)  # (concordant − discordant) / C(n, 2), no ties
+    table = pd.DataFrame({"ind": x, "gap": y})
+    tau = correlations(table, ["ind"], n_boot=50).set_index("statistic").loc["kendall_tau"]
+    assert tau["value"] == pytest.approx(expected)
+
+
+def test_psi_on_hand_built_table():
+    # Axis a groups (by b): b=0 has τ = 1; b=1 has pairs D, C, C so τ = 1/3; ψ_a = 2/3.
+    # Axis b groups (by a): a=0 C, a=1 D, a=2 C so ψ_b = 1/3. Ψ = 1/2. c is constant.
+    table = pd.DataFrame({
+        "a": [0, 1, 2, 0, 1, 2],
+        "b": [0, 0, 0, 1, 1, 1],
+        "c": [5, 5, 5, 5, 5, 5],
+        "ind": [1.0, 2.0, 3.0, 1.5, 2.5, 3.5],
+        "gap": [1.0, 2.0, 3.0, 3.0, 1.0, 4.0],
+    })
+    psi = granulated_kendall(table, "ind", ["a", "b", "c"]).set_index("axis")
+    assert psi.loc["a", "psi"] == pytest.approx(2 / 3)
+    assert psi.loc["b", "psi"] == pytest.approx(1 / 3)
+    assert psi.loc["__all__", "psi"] == pytest.approx(1 / 2)
+    assert psi.loc[["a", "b", "__all__"], "n_groups"].tolist() == [2, 3, 5]
+    assert np.isnan(psi.loc["c", "psi"]) and psi.loc["c", "note"] == "axis has a single value"
+
+
+def test_ols_recovers_known_slope_with_dataset_fixed_effect():
+    rng = np.random.default_rng(5)
+    n = 300
+    dataset = np.where(np.arange(n) % 2 == 0, "mnist", "cifar10")
+    ind = rng.lognormal(sigma=1.0, size=n)
+    gap = 0.1 * np.log(ind) + np.where(dataset == "mnist", 0.0, 0.3) + rng.normal(0, 0.02, n)
+    table = pd.DataFrame({"dataset": dataset, "jacobian_norm": ind, "gap": gap})
+    coefs, text = ols_gap_on_log_indicator(table, "jacobian_norm")
+    slope = coefs.set_index("term").loc["np.log(jacobian_norm)"]
+    assert slope["ci_low"] < 0.1 < slope["ci_high"]
+    assert slope["coef"] == pytest.approx(0.1, abs=0.01)
+    assert slope["n"] == n and slope["cov_type"] == "HC3"
+    assert "C(dataset)[T.mnist]" in coefs["term"].tolist()
+    assert "OLS Regression Results" in text and "HC3" in text
+    one, _ = ols_gap_on_log_indicator(table[table["dataset"] == "mnist"], "jacobian_norm")
+    assert one["term"].tolist() == ["Intercept", "np.log(jacobian_norm)"]
+
+
+def paired_table(shift):
+    """Networks over width × seed × augment; augment=True adds shift[i] to pair i.
+    One extra augment=False network (seed 9) has no partner."""
+    configs = grid(width=[16, 32], seed=range(5), augment=[False, True]) + [
+        {"width": 16, "seed": 9, "augment": False}]
+    rows = []
+    for i, config in enumerate(configs):
+        pair = config["seed"] * 2 + (config["width"] == 32)
+        base = 10.0 + pair
+        value = base + (shift[pair] if config["augment"] and pair < len(shift) else 0.0)
+        rows.append({**HYPERPARAMETERS, **config, "run_id": f"w{config['width']}s"
+                     f"{config['seed']}a{int(config['augment'])}", "jacobian_norm": value})
+    table = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # order must not matter
+    table.attrs["hyperparameters"] = list(HYPERPARAMETERS)
+    return table
+
+
+def test_matched_pairs_pair_networks_differing_only_in_factor():
+    table = paired_table(shift=1.0 + 0.1 * np.arange(10))
+    pairs = matched_pairs(table, "augment", (False, True), "jacobian_norm")
+    assert len(pairs) == 10
+    assert (pairs["run_id_a"].str[:-1] == pairs["run_id_b"].str[:-1]).all()
+    assert pairs["run_id_a"].str.endswith("a0").all() and pairs["run_id_b"].str.endswith("a1").all()
+    expected = {f"w{w}s{s}a1": 1.0 + 0.1 * (2 * s + (w == 32)) for w in (16, 32) for s in range(5)}
+    got = dict(zip(pairs["run_id_b"], pairs["value_b"] - pairs["value_a"]))
+    assert got == pytest.approx(expected)
+
+
+def test_wilcoxon_on_known_shift():
+    shift = 1.0 + 0.1 * np.arange(10)
+    row = paired_factor_tests(paired_table(shift), "augment", (False, True), "jacobian_norm",
+                              n_boot=200).iloc[0]
+    assert row["n_pairs"] == 10
+    # All 10 differences positive: the exact two-sided p-value is 2 / 2^10.
+    assert row["p_value"] == pytest.approx(2 / 2**10)
+    assert row["median_diff"] == pytest.approx(np.median(shift))
+    assert row["median_diff_ci_low"] <= np.median(shift) <= row["median_diff_ci_high"]
+    assert row["rank_biserial"] == pytest.approx(1.0)
+    # Differences 3, -1, 2, 4 (others zero, dropped): R+ = 3+2+4, R- = 1, r = 8/10.
+    mixed = paired_factor_tests(paired_table([3.0, -1.0, 2.0, 4.0]), "augment",
+                                (False, True), "jacobian_norm", n_boot=50).iloc[0]
+    assert mixed["rank_biserial"] == pytest.approx(0.8)
+
+
+def test_holm_matches_hand_computation_and_never_lowers_p():
+    df = pd.DataFrame({"p_value": [0.01, 0.04, 0.03, np.nan]})
+    out = correct_multiple(df)
+    # Sorted 0.01, 0.03, 0.04 → 3·0.01, max(0.03, 2·0.03), max(0.06, 1·0.04).
+    np.testing.assert_allclose(out["p_adjusted"][:3], [0.03, 0.06, 0.06])
+    assert (out["p_adjusted"][:3] >= df["p_value"][:3]).all()
+    assert out["reject"][:3].tolist() == [True, False, False]
+    assert np.isnan(out["p_adjusted"][3]) and pd.isna(out["reject"][3])
+
+
+def test_per_point_auc_one_when_misclassified_points_have_larger_indicator():
+    rng = np.random.default_rng(6)
+    n = 40
+    separated = np.concatenate([rng.uniform(1, 2, 30), rng.uniform(3, 4, 10)])
+    overlap = rng.lognormal(size=n)
+    overlap_correct = (rng.uniform(size=n) > overlap / overlap.max()).astype(float)
+    jac = np.stack([separated, overlap, np.r_[rng.uniform(1, 2, n - 5), [np.nan] * 5]])
+    correct = np.stack([np.r_[np.ones(30), np.zeros(10)], overlap_correct,
+                        np.r_[np.ones(n - 5), [np.nan] * 5]])
+    ds = make_dataset([{"seed": s} for s in range(3)], [0.2, 0.3, 0.0],
+                      point_vars={"jacobian_norm": jac}, correct=correct)
+    out = per_point_misclassification(ds).set_index("scope")
+    assert out.index.tolist() == ["r0000", "r0001", "r0002", "pooled"]
+    first = out.loc["r0000"]
+    assert first["auc"] == 1.0 and (first["n_correct"], first["n_wrong"]) == (30, 10)
+    assert first["mannwhitney_p"] < 1e-5 and first["median_wrong"] > first["median_correct"]
+    assert np.isnan(first["logit_coef"]) and "logit not fit" in first["note"]
+    second = out.loc["r0001"]
+    wrong, right = overlap[overlap_correct == 0], overlap[overlap_correct == 1]
+    brute_auc = np.mean([w > r for w in wrong for r in right])  # no ties in continuous data
+    assert second["auc"] == pytest.approx(brute_auc)
+    assert second["logit_coef_ci_low"] < second["logit_coef"] < second["logit_coef_ci_high"]
+    assert second["note"] == ""
+    third = out.loc["r0002"]
+    assert (third["n_correct"], third["n_wrong"]) == (n - 5, 0)
+    assert np.isnan(third["auc"]) and third["note"] == "no misclassified points"
+    assert out.loc["pooled", "n_wrong"] == 10 + (overlap_correct == 0).sum()
+
+
+def test_degenerate_inputs_give_nan_rows_with_notes():
+    table = pd.DataFrame({"few": [1.0, 2.0, np.nan], "flat": [1.0, 1.0, 1.0],
+                          "gap": [0.1, 0.2, 0.3], "dataset": ["digits"] * 3, "a": [0, 1, 2]})
+    corr = correlations(table, ["few", "flat"], n_boot=20)
+    assert corr["value"].isna().all() and corr["ci_low"].isna().all()
+    assert set(corr.loc[corr["indicator"] == "few", "note"]) == {
+        "fewer than 3 networks with finite values (n=2)"}
+    assert set(corr.loc[corr["indicator"] == "flat", "note"]) == {"indicator is constant"}
+    coefs, text = ols_gap_on_log_indicator(table, "flat")
+    assert coefs["coef"].isna().all() and "indicator is constant" in text
+    psi = granulated_kendall(table.assign(b=0), "flat", ["a", "b"]).set_index("axis")
+    assert psi["psi"].isna().all()
+    assert psi.loc["b", "note"] == "axis has a single value"
+    assert psi.loc["__all__", "note"] == "no axis produced a value"
+
+
+def test_summary_ranks_by_psi_then_tau(monotone_table):
+    indicators = ["noise", "jacobian_norm"]
+    corr = correlations(monotone_table, indicators, n_boot=100)
+    psi = pd.concat([granulated_kendall(monotone_table, i, ["width", "depth", "seed"])
+                     for i in indicators])
+    out = summary(corr, psi)
+    assert out["indicator"].tolist() == ["jacobian_norm", "noise"]
+    assert out["rank_psi"].tolist() == [1, 2] and out["rank_tau"].tolist() == [1, 2]
+    assert {"psi_width", "psi_depth", "psi_seed", "kendall_tau_ci_low", "n"} <= set(out.columns)
+    assert out.loc[0, "psi"] == pytest.approx(1.0) and out.loc[0, "n"] == 27

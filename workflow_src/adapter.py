@@ -1,0 +1,36 @@
+"""What every rule script shares: logging to the rule's log file and provenance."""
+
+from __future__ import annotations
+
+import subprocess
+import traceback
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from . import __version__
+
+
+@contextmanager
+def logged(path: str):
+    """Send the job's output and any traceback to its log file (the error still fails the job)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", buffering=1) as handle, redirect_stdout(handle), redirect_stderr(handle):
+        try:
+            yield lambda *parts: print(*parts, flush=True)
+        except Exception:
+            traceback.print_exc()
+            raise
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the checkout (and '-dirty' if it has edits)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "workflow_src", "rules", "Snakefile"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return __version__
+    return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"

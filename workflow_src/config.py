@@ -1,0 +1,76 @@
+"""Validate a study's config against schemas/config.schema.yaml, filling in defaults.
+
+Runs when the workflow is parsed, before any job: a wrong key or value stops the workflow
+with a message that names the key, what was given, and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value the workflow cannot run with."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _fill_defaults(config: dict, schema: dict) -> None:
+    """Set every missing key that has a schema default, recursing into objects."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            default = sub["default"]
+            config[key] = dict(default) if isinstance(default, dict) else default
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(config[key], sub)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path]
+    return "".join(parts).lstrip(".") or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{error.message} under {key}; allowed keys: {', '.join(allowed)}"
+    if error.validator == "enum":
+        return f"config key {key}: {error.instance!r} is not allowed; allowed: {error.validator_value}"
+    if error.validator == "oneOf" and error.context:
+        # Report the closest alternative's error rather than the generic "not valid under any".
+        best = jsonschema.exceptions.best_match(error.context)
+        return _describe(best)
+    description = error.schema.get("description", "")
+    hint = f" ({description})" if description else ""
+    return f"config key {key}: {error.message}{hint}"
+
+
+def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """Fill defaults in place, validate, and check what the schema cannot express."""
+    schema = load_schema(schema_path)
+    _fill_defaults(config, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n  - ".join(_describe(e) for e in errors)
+        raise ConfigError(f"invalid configuration:\n  - {lines}")
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    data = config["data"]
+    if config["measure"]["n_points"] > data["n_test"]:
+        raise ConfigError(
+            f"config key measure.n_points: {config['measure']['n_points']} exceeds "
+            f"data.n_test = {data['n_test']}; lower measure.n_points or raise data.n_test"
+        )

@@ -1,0 +1,1 @@
+"""Datasets: acquire the raw images (``acquire``), then subset and corrupt them (``corrupt``)."""

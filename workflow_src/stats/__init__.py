@@ -1,0 +1,36 @@
+"""Statistics stage: which indicators track the generalization gap (STUDY.md §6).
+
+Every public function takes the aggregate dataset or the network table built from it and
+returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV under
+``results/<study>/stats/``:
+
+- ``tables``: ``network_table`` (one row per run) and ``converged``;
+- ``correlation``: Kendall τ, Spearman ρ, Pearson r with bootstrap CIs (Jiang et al. 2020);
+- ``granulated``: the granulated Kendall coefficient Ψ (Jiang et al. 2020, §4);
+- ``regression``: gap on log(indicator) with a dataset fixed effect (Novak et al. 2018);
+- ``paired``: matched-pairs Wilcoxon tests of one hyperparameter, multiple-testing control;
+- ``per_point``: does the indicator flag misclassified test points (Novak et al. 2018);
+- ``summary``: indicators ranked by |Ψ| and |τ|.
+"""
+
+from .correlation import correlations
+from .granulated import granulated_kendall
+from .paired import correct_multiple, matched_pairs, paired_factor_tests
+from .per_point import per_point_misclassification
+from .regression import ols_gap_on_log_indicator
+from .summary import summary
+from .tables import converged, indicator_names, network_table
+
+__all__ = [
+    "converged",
+    "correct_multiple",
+    "correlations",
+    "granulated_kendall",
+    "indicator_names",
+    "matched_pairs",
+    "network_table",
+    "ols_gap_on_log_indicator",
+    "paired_factor_tests",
+    "per_point_misclassification",
+    "summary",
+]

@@ -1,0 +1,88 @@
+"""From the aggregate dataset (STUDY.md §7) to one row per network.
+
+Every statistic in this package works on the network table: run_id, every hyperparameter,
+the bookkeeping columns, and one column per indicator. A per-point indicator becomes its
+mean over the points a run evaluated, which is how Novak et al. 2018 (arXiv 1802.08760)
+turn the test-point Jacobian norm into one number per network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+# Per-run variables that describe training, not indicators of generalization.
+BOOKKEEPING = ("train_acc", "test_acc", "gap", "steps", "status")
+# Per-point variables that are outcomes, not indicators.
+POINT_OUTCOMES = ("loss", "correct")
+
+
+def hyperparameters(ds: xr.Dataset) -> list[str]:
+    """The hyperparameter coordinate names the aggregate step recorded."""
+    return list(ds.attrs["hyperparameters"])
+
+
+def _is_float(da: xr.DataArray) -> bool:
+    return np.issubdtype(da.dtype, np.floating)
+
+
+def point_indicators(ds: xr.Dataset) -> list[str]:
+    """Float (run, point) variables other than the outcomes ``loss`` and ``correct``."""
+    return [
+        name
+        for name, da in ds.data_vars.items()
+        if da.dims == ("run", "point") and _is_float(da) and name not in POINT_OUTCOMES
+    ]
+
+
+def network_indicators(ds: xr.Dataset) -> list[str]:
+    """Float (run,) variables other than the bookkeeping ones, e.g. ``bound_M``."""
+    return [
+        name
+        for name, da in ds.data_vars.items()
+        if da.dims == ("run",) and _is_float(da) and name not in BOOKKEEPING
+    ]
+
+
+def indicator_names(ds: xr.Dataset) -> list[str]:
+    """Every indicator column ``network_table`` produces, per-point ones first."""
+    return point_indicators(ds) + network_indicators(ds)
+
+
+def network_table(ds: xr.Dataset) -> pd.DataFrame:
+    """One row per run: run_id, hyperparameters, bookkeeping, then indicators.
+
+    A per-point indicator's column holds its mean over the run's evaluated points; the
+    NaN padding of runs that evaluated fewer points is skipped. The hyperparameter names
+    travel in ``table.attrs["hyperparameters"]`` for the functions that match networks.
+    """
+    hps = hyperparameters(ds)
+    columns: dict[str, np.ndarray] = {"run_id": ds["run_id"].values.astype(str)}
+    for name in hps:
+        columns[name] = ds[name].values
+    for name in BOOKKEEPING:
+        columns[name] = ds[name].values
+    columns["status"] = columns["status"].astype(str)
+    for name in point_indicators(ds):
+        columns[name] = _nanmean_over_points(ds[name].values)
+    for name in network_indicators(ds):
+        columns[name] = ds[name].values
+    table = pd.DataFrame(columns)
+    table.attrs["hyperparameters"] = hps
+    return table
+
+
+def _nanmean_over_points(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of a (run, point) array ignoring NaN; NaN for all-NaN rows."""
+    counts = np.sum(~np.isnan(values), axis=1)
+    sums = np.nansum(values, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
+def converged(table: pd.DataFrame) -> pd.DataFrame:
+    """Only the networks that reached the target training accuracy (STUDY.md §3, §6)."""
+    kept = table[table["status"] == "converged"].reset_index(drop=True)
+    kept.attrs = dict(table.attrs)
+    return kept
