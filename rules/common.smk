@@ -1,4 +1,6 @@
 # The run table and the paths every stage shares. Kept small: the logic is in workflow_src.
+import shutil
+
 from workflow_src.runtable import build_run_table
 
 RUNS = build_run_table(config)
@@ -6,8 +8,11 @@ STUDY_DIR = f"results/{config['study']}"
 N_POINTS = min(config["measure"]["n_points"], config["data"]["n_test"])
 ENV_TORCH = "../envs/torch.yaml"
 ENV_ANALYSIS = "../envs/analysis.yaml"
-# CUDA jobs ask the scheduler for a GPU; on a machine without one they run on the CPU.
-GPU = int(config["training"]["device"] == "cuda" or (config["training"]["device"] == "auto" and os.path.exists("/proc/driver/nvidia")))
+# Jobs ask the scheduler for a GPU when they will use CUDA (nvidia-smi marks a driver).
+GPU = int(
+    config["training"]["device"] == "cuda"
+    or (config["training"]["device"] == "auto" and shutil.which("nvidia-smi") is not None)
+)
 
 
 wildcard_constraints:
@@ -22,5 +27,8 @@ def run_of(wildcards):
 
 
 def package_files(*modules):
-    """Source files a rule depends on, so editing them re-runs that rule (mtime trigger)."""
-    return [f"workflow_src/{m}.py" for m in modules]
+    """Source files a rule depends on, so editing them re-runs that rule (mtime trigger).
+
+    Relative to the working directory, which `--directory` may move away from the code.
+    """
+    return [os.path.relpath(f"{workflow.basedir}/workflow_src/{m}.py") for m in modules]

@@ -46,9 +46,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum":
         return f"config key {key}: {error.instance!r} is not allowed; allowed: {error.validator_value}"
     if error.validator == "oneOf" and error.context:
-        # Report the closest alternative's error rather than the generic "not valid under any".
-        best = jsonschema.exceptions.best_match(error.context)
-        return _describe(best)
+        # Report the errors of the alternative whose type matches what the user wrote (a
+        # mapping or a list), not the generic "not valid under any of the given schemas".
+        branches: dict[int, list] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        matching = [errs for errs in branches.values()
+                    if not any(e.validator == "type" and not e.relative_path for e in errs)]
+        chosen = matching[0] if matching else [jsonschema.exceptions.best_match(error.context)]
+        return "\n  - ".join(_describe(sub) for sub in chosen)
     description = error.schema.get("description", "")
     hint = f" ({description})" if description else ""
     return f"config key {key}: {error.message}{hint}"

@@ -107,10 +107,16 @@ def _verify_fashion_file(path: Path) -> None:
 
 
 def _fashion_mnist(root, download, download_dir) -> RawDataset:
+    if root:  # an explicit directory must hold the data: falling back would hide a typo
+        if all((Path(root) / f).is_file() for f in FASHION_FILES.values()):
+            return _fashion_from_dir(Path(root))
+        raise DatasetUnavailable(
+            f"Fashion-MNIST not found in data.root = {root!r}: it must hold "
+            f"{', '.join(FASHION_FILES.values())}. Fix data.root, or set it to null to use "
+            f"Debian's copy ({DEBIAN_FASHION_MNIST}) or a download."
+        )
     searched = []
-    candidates = [Path(root)] if root else []
-    candidates += [DEBIAN_FASHION_MNIST, Path(download_dir) / "FashionMNIST" / "raw"]
-    for directory in candidates:
+    for directory in (DEBIAN_FASHION_MNIST, Path(download_dir) / "FashionMNIST" / "raw"):
         searched.append(str(directory))
         if all((directory / f).is_file() for f in FASHION_FILES.values()):
             return _fashion_from_dir(directory)

@@ -1,0 +1,115 @@
+"""The whole workflow through the Snakemake CLI on a tiny `digits` study (offline, CPU)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG, planned_jobs, snakemake
+
+from workflow_src.runtable import HYPERPARAMETERS
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    result = snakemake(workdir, TINY_CONFIG)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir
+
+
+def test_aggregate_satisfies_output_contract(study):
+    ds = xr.open_zarr(study / "results/tiny/metrics.zarr")
+    assert dict(ds.sizes) == {"run": 4, "point": 40}
+    for name in HYPERPARAMETERS:  # one coordinate per hyperparameter, named as in the config
+        assert ds[name].dims == ("run",)
+    assert sorted(ds["label_noise"].values.tolist()) == [0.0, 0.0, 1.0, 1.0]
+    for name in ("train_acc", "test_acc", "gap", "steps", "status"):
+        assert ds[name].dims == ("run",)
+    for name in ("loss", "correct", "jacobian_norm", "logit_jacobian_norm"):
+        assert ds[name].dims == ("run", "point")
+        assert np.isfinite(ds[name].values).all()
+    assert set(ds["status"].values) <= {"converged", "unconverged", "diverged"}
+    np.testing.assert_allclose(ds["gap"], ds["train_acc"] - ds["test_acc"])
+    assert ds.attrs["code_version"] and len(ds.attrs["config_hash"]) == 12
+    datasets = json.loads(ds.attrs["datasets"])
+    assert len(datasets["digits"]["sha256"]) == 64
+
+
+def test_per_run_outputs_are_consistent(study):
+    ds = xr.open_zarr(study / "results/tiny/metrics.zarr").load()
+    for i, run_id in enumerate(ds["run_id"].values):
+        summary = json.loads((study / f"results/runs/{run_id}/train.json").read_text())
+        assert summary["status"] == ds["status"].values[i]
+        curve = (study / f"results/runs/{run_id}/curve.csv").read_text().splitlines()
+        assert curve[0] == "step,train_loss,train_acc,test_acc,seconds"
+
+
+def test_stats_and_figures_written(study):
+    stats = study / "results/tiny/stats"
+    correlations = (stats / "correlations.csv").read_text()
+    assert "jacobian_norm,gap,kendall_tau" in correlations
+    assert "pooled" in (stats / "per_point.csv").read_text()
+    for stem in ("jacobian_vs_gap", "jacobian_by_correctness"):
+        png = (study / f"results/tiny/figures/{stem}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        html = (study / f"results/tiny/figures/{stem}.html").read_text()
+        assert "vega" in html and "cdn.jsdelivr" not in html  # self-contained, opens offline
+
+
+def test_second_dry_run_has_nothing_to_do(study):
+    result = snakemake(study, TINY_CONFIG, "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_new_width_plans_only_new_networks(study):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["grid"]["width"] = [32, 48]
+    result = snakemake(study, config, "-n")
+    jobs = planned_jobs(result.stdout)
+    assert jobs["train"] == 4 and jobs["measure_jacobian"] == 4  # 2 noise levels x 2 depths
+    assert "acquire" not in jobs and "corrupt" not in jobs
+
+
+def test_plot_option_reruns_only_plots(study):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["plots"] = {"color_by": "depth"}
+    jobs = planned_jobs(snakemake(study, config, "-n").stdout)
+    assert set(jobs) == {"plot_jacobian", "all"}
+
+
+def test_missing_dataset_fails_clearly_and_keeps_results(study):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["grid"]["dataset"] = ["digits", "mnist"]  # mnist is not on this machine
+    config["data"]["download_dir"] = "nowhere"
+    before = {p: p.stat().st_mtime for p in (study / "results/runs").rglob("model.pt")}
+    result = snakemake(study, config)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "mnist not found" in output and "data.root" in output and "data.download" in output
+    assert {p: p.stat().st_mtime for p in (study / "results/runs").rglob("model.pt")} == before
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["grid"]["activation"] = ["relu", "swish"]
+    result = snakemake(tmp_path, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "grid.activation[1]" in output and "'swish'" in output and "hard_tanh" in output
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    import subprocess
+
+    result = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "good condition" in result.stdout + result.stderr
