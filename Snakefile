@@ -24,7 +24,5 @@ include: "rules/plots.smk"
 
 rule all:
     input:
-        rules.aggregate.output.metrics,
-        rules.correlate.output,
-        rules.plot_jacobian.output,
+        TARGETS,
     default_target: True

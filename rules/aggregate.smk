@@ -16,3 +16,6 @@ rule aggregate:
         ENV_ANALYSIS
     script:
         "scripts/aggregate.py"
+
+
+TARGETS.append(rules.aggregate.output.metrics)

@@ -6,6 +6,8 @@ from workflow_src.runtable import build_run_table
 RUNS = build_run_table(config)
 STUDY_DIR = f"results/{config['study']}"
 N_POINTS = min(config["measure"]["n_points"], config["data"]["n_test"])
+# Each stage appends the files it delivers; `rule all` (Snakefile) asks for all of them.
+TARGETS = []
 ENV_TORCH = "../envs/torch.yaml"
 ENV_ANALYSIS = "../envs/analysis.yaml"
 # Jobs ask the scheduler for a GPU when they will use CUDA (nvidia-smi marks a driver).

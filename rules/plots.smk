@@ -11,7 +11,7 @@ rule plot_jacobian:
     input:
         metrics=rules.aggregate.output.metrics,
         networks=rules.correlate.output.networks,
-        code=package_files("figures"),
+        code=package_files("figures/common", "figures/sensitivity"),
     params:
         plots=config["plots"],
     log:
@@ -20,3 +20,6 @@ rule plot_jacobian:
         ENV_ANALYSIS
     script:
         "scripts/plot_jacobian.py"
+
+
+TARGETS.extend(rules.plot_jacobian.output)

@@ -18,3 +18,6 @@ rule correlate:
         ENV_ANALYSIS
     script:
         "scripts/correlate.py"
+
+
+TARGETS.extend(rules.correlate.output)

@@ -54,7 +54,10 @@ def make_dataset(configs, gap, point_vars=None, run_vars=None, correct=None, sta
     }
     data.update({k: (("run", "point"), v) for k, v in point_vars.items()})
     data.update({k: ("run", v) for k, v in (run_vars or {}).items()})
-    return xr.Dataset(data, coords=coords, attrs={"hyperparameters": list(HYPERPARAMETERS)})
+    ds = xr.Dataset(data, coords=coords, attrs={"hyperparameters": list(HYPERPARAMETERS)})
+    for name in [*point_vars, *(run_vars or {})]:  # as the aggregate step marks indicators
+        ds[name].attrs["role"] = "indicator"
+    return ds
 
 
 def grid(**axes):
@@ -85,6 +88,8 @@ def test_network_table_means_over_evaluated_points_and_keeps_per_network_indicat
         status=["converged", "diverged"],
     )
     ds["transitions_count"] = (("run", "point"), np.ones((2, 3), dtype=int))  # not float
+    ds["transitions_count"].attrs["role"] = "indicator"
+    ds["bound_upper"] = (("run", "point"), np.ones((2, 3)))  # float, but not an indicator
     assert indicator_names(ds) == ["jacobian_norm", "logit_jacobian_norm", "bound_M"]
     table = network_table(ds)
     assert list(table.columns) == ["run_id", *HYPERPARAMETERS, "train_acc", "test_acc", "gap",

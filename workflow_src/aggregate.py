@@ -14,6 +14,7 @@ import xarray as xr
 from .runtable import HYPERPARAMETERS, stable_hash
 
 PER_RUN = ("train_acc", "test_acc", "gap", "steps", "status")
+INDICATORS = ("jacobian_norm", "logit_jacobian_norm")
 UNITS = {
     "train_acc": "fraction", "test_acc": "fraction",
     "gap": "fraction (train_acc - test_acc, clean test labels)", "steps": "optimizer updates",
@@ -43,6 +44,8 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict],
     ds["steps"] = ds["steps"].astype(int)
     for name, unit in UNITS.items():
         ds[name].attrs["units"] = unit
+    for name in INDICATORS:  # what the statistics stage correlates with the gap
+        ds[name].attrs["role"] = "indicator"
     datasets = {ps.attrs["dataset"]: {"source": ps.attrs["source"], "sha256": ps.attrs["source_sha256"]}
                 for ps in point_sets}
     ds.attrs = {

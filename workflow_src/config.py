@@ -60,9 +60,38 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key {key}: {error.message}{hint}"
 
 
+def _deep_merge(base: dict, overrides: dict) -> None:
+    """Overrides win; mappings merge key by key, anything else (lists too) is replaced."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def apply_scale(config: dict) -> None:
+    """``scale: NAME`` applies the preset's ``scales.NAME`` overrides, in place.
+
+    The study then writes to results/<study>-<NAME>/, so a quick variant never overwrites
+    the full study's aggregate. Runs are shared as usual when they coincide.
+    """
+    scale = config.get("scale", "full")
+    if scale == "full":
+        return
+    scales = config.get("scales") or {}
+    if scale not in scales:
+        raise ConfigError(
+            f"config key scale: {scale!r} is not defined under scales; "
+            f"defined: {', '.join(['full', *scales])}"
+        )
+    _deep_merge(config, scales[scale])
+    config["study"] = f"{config.get('study', 'demo')}-{scale}"
+
+
 def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
-    """Fill defaults in place, validate, and check what the schema cannot express."""
+    """Apply the scale, fill defaults in place, validate, check what the schema cannot."""
     schema = load_schema(schema_path)
+    apply_scale(config)
     _fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

@@ -14,8 +14,6 @@ import xarray as xr
 
 # Per-run variables that describe training, not indicators of generalization.
 BOOKKEEPING = ("train_acc", "test_acc", "gap", "steps", "status")
-# Per-point variables that are outcomes, not indicators.
-POINT_OUTCOMES = ("loss", "correct")
 
 
 def hyperparameters(ds: xr.Dataset) -> list[str]:
@@ -23,26 +21,23 @@ def hyperparameters(ds: xr.Dataset) -> list[str]:
     return list(ds.attrs["hyperparameters"])
 
 
-def _is_float(da: xr.DataArray) -> bool:
-    return np.issubdtype(da.dtype, np.floating)
+def _is_indicator(da: xr.DataArray) -> bool:
+    """The aggregate step marks every indicator variable with attrs["role"] = "indicator";
+    bookkeeping (accuracies, status), outcomes (loss, correct) and the loss-bound curves are
+    not marked, so they never enter the correlations."""
+    return da.attrs.get("role") == "indicator" and np.issubdtype(da.dtype, np.floating)
 
 
 def point_indicators(ds: xr.Dataset) -> list[str]:
-    """Float (run, point) variables other than the outcomes ``loss`` and ``correct``."""
-    return [
-        name
-        for name, da in ds.data_vars.items()
-        if da.dims == ("run", "point") and _is_float(da) and name not in POINT_OUTCOMES
-    ]
+    """Indicator variables measured per test point: dims (run, point)."""
+    return [name for name, da in ds.data_vars.items()
+            if da.dims == ("run", "point") and _is_indicator(da)]
 
 
 def network_indicators(ds: xr.Dataset) -> list[str]:
-    """Float (run,) variables other than the bookkeeping ones, e.g. ``bound_M``."""
-    return [
-        name
-        for name, da in ds.data_vars.items()
-        if da.dims == ("run",) and _is_float(da) and name not in BOOKKEEPING
-    ]
+    """Indicator variables measured once per network, e.g. ``bound_M``: dims (run,)."""
+    return [name for name, da in ds.data_vars.items()
+            if da.dims == ("run",) and _is_indicator(da)]
 
 
 def indicator_names(ds: xr.Dataset) -> list[str]:

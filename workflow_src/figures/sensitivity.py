@@ -1,12 +1,10 @@
-"""Stage 7: figures of a study, as interactive HTML (JavaScript inlined, opens offline) and PNG.
+"""Figures of Novak et al. 2018 (arXiv 1802.08760): sensitivity against generalization.
 
-Each ``*_chart`` function takes tidy pandas data and returns an altair chart; ``save``
-writes both formats. Tooltips show each network's hyperparameters.
+Each ``*_chart`` function takes tidy pandas data and returns an altair chart. Tooltips show
+each network's hyperparameters.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import altair as alt
 import numpy as np
@@ -15,12 +13,6 @@ import xarray as xr
 
 STATUS_SHAPES = alt.Scale(domain=["converged", "unconverged", "diverged"],
                           range=["circle", "triangle", "cross"])
-
-
-def save(chart: alt.Chart, html_path: str, png_path: str) -> None:
-    Path(html_path).parent.mkdir(parents=True, exist_ok=True)
-    chart.save(html_path, inline=True)
-    chart.save(png_path, scale_factor=2)
 
 
 def jacobian_vs_gap_chart(networks: pd.DataFrame, hyperparameters: list[str], color_by: str,
