@@ -1,4 +1,5 @@
 # Stage 5: every run of the study into one labelled store, results/<study>/metrics.zarr.
+METRICS_TO_AGGREGATE = [m for m in ("jacobian", "translation", "ellipses", "bounds") if ENABLED[m]]
 
 
 rule aggregate:
@@ -6,10 +7,11 @@ rule aggregate:
         metrics=directory(f"{STUDY_DIR}/metrics.zarr"),
     input:
         summaries=[f"results/runs/{run_id}/train.json" for run_id in RUNS],
-        jacobians=[f"results/runs/{run_id}/jacobian_n{N_POINTS}.zarr" for run_id in RUNS],
+        stores=[metric_store(m, run_id) for run_id in RUNS for m in METRICS_TO_AGGREGATE],
         code=package_files("aggregate", "runtable"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
+        metrics_per_run=len(METRICS_TO_AGGREGATE),
     log:
         f"{STUDY_DIR}/logs/aggregate.log",
     conda:

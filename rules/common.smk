@@ -1,7 +1,8 @@
 # The run table and the paths every stage shares. Kept small: the logic is in workflow_src.
 import shutil
 
-from workflow_src.runtable import build_run_table
+from workflow_src.figures.common import outputs as figure_files
+from workflow_src.runtable import build_run_table, stable_hash
 
 RUNS = build_run_table(config)
 STUDY_DIR = f"results/{config['study']}"
@@ -21,7 +22,6 @@ wildcard_constraints:
     run_id="[0-9a-f]{12}",
     data_id="[0-9a-f]{12}",
     dataset="[a-z0-9_]+",
-    n_points="[0-9]+",
 
 
 def run_of(wildcards):
@@ -34,3 +34,44 @@ def package_files(*modules):
     Relative to the working directory, which `--directory` may move away from the code.
     """
     return [os.path.relpath(f"{workflow.basedir}/workflow_src/{m}.py") for m in modules]
+
+
+# Stage 4: one store per metric and run, named by a hash of that metric's settings, so
+# changing one metric's settings re-runs only that metric and two studies with different
+# settings never overwrite each other.
+MEASURE = config["measure"]
+METRIC_SETTINGS = {
+    "jacobian": {"n_points": N_POINTS},
+    "translation": {"n_points": min(MEASURE["transitions"]["n_points"], N_POINTS),
+                    "k_sampled": MEASURE["transitions"]["k_sampled"],
+                    "jacobian_positions": MEASURE["transitions"]["jacobian_positions"]},
+    "ellipses": dict(MEASURE["ellipses"]),
+    "bounds": {"n_points": N_POINTS},
+}
+ENABLED = {"jacobian": True, "bounds": True,
+           "translation": METRIC_SETTINGS["translation"]["n_points"] > 0,
+           "ellipses": MEASURE["ellipses"]["per_kind"] > 0}
+
+
+def metric_store(metric, run_id="{run_id}"):
+    """results/runs/<run_id>/<metric>-<hash of its settings>.zarr"""
+    return f"results/runs/{run_id}/{metric}-{stable_hash(METRIC_SETTINGS[metric], 8)}.zarr"
+
+
+def run_inputs(wildcards):
+    return {"model": f"results/runs/{wildcards.run_id}/model.pt",
+            "data": f"results/datasets/{run_of(wildcards).data.id}.zarr"}
+
+
+# Stage 7
+FIGURES = f"{STUDY_DIR}/figures"
+
+
+def figure_outputs(*stems):
+    """Named outputs <stem>_<format> for every figure a rule draws."""
+    return {f"{stem}_{fmt}": path for stem in stems
+            for fmt, path in figure_files(FIGURES, stem).items()}
+
+
+def figure_dir(wildcards, output):
+    return os.path.dirname(output[0])

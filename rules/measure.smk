@@ -1,15 +1,16 @@
-# Stage 4: per-test-point metrics of one trained network.
-
-
+# Stage 4: metrics of one trained network, one rule and one store per metric. A store's
+# name carries a hash of the metric's settings, so changing one metric's settings re-runs
+# only that metric, and two studies with different settings never overwrite each other.
 rule measure_jacobian:
     output:
-        directory("results/runs/{run_id}/jacobian_n{n_points}.zarr"),
+        directory(metric_store("jacobian")),
     input:
-        model="results/runs/{run_id}/model.pt",
-        data=lambda wc: f"results/datasets/{run_of(wc).data.id}.zarr",
+        unpack(run_inputs),
         code=package_files("metrics/jacobian", "models"),
+    params:
+        settings=METRIC_SETTINGS["jacobian"],
     log:
-        "results/logs/measure_jacobian/{run_id}_n{n_points}.log",
+        "results/logs/measure_jacobian/{run_id}.log",
     threads: config["training"]["threads"]
     resources:
         gpu=GPU,
@@ -17,3 +18,59 @@ rule measure_jacobian:
         ENV_TORCH
     script:
         "scripts/measure_jacobian.py"
+
+
+rule measure_translation:
+    output:
+        directory(metric_store("translation")),
+    input:
+        unpack(run_inputs),
+        code=package_files("metrics/per_run", "metrics/transitions", "metrics/trajectories",
+                           "metrics/jacobian", "models"),
+    params:
+        settings=METRIC_SETTINGS["translation"],
+    log:
+        "results/logs/measure_translation/{run_id}.log",
+    threads: config["training"]["threads"]
+    conda:
+        ENV_TORCH
+    script:
+        "scripts/measure_translation.py"
+
+
+rule measure_ellipses:
+    output:
+        directory(metric_store("ellipses")),
+    input:
+        unpack(run_inputs),
+        code=package_files("metrics/per_run", "metrics/transitions", "metrics/trajectories",
+                           "metrics/jacobian", "models"),
+    params:
+        settings=METRIC_SETTINGS["ellipses"],
+    log:
+        "results/logs/measure_ellipses/{run_id}.log",
+    threads: config["training"]["threads"]
+    conda:
+        ENV_TORCH
+    script:
+        "scripts/measure_ellipses.py"
+
+
+rule measure_bounds:
+    output:
+        directory(metric_store("bounds")),
+    input:
+        unpack(run_inputs),
+        jacobian=metric_store("jacobian"),
+        code=package_files("metrics/per_run", "metrics/bounds", "models"),
+    params:
+        settings=METRIC_SETTINGS["bounds"],
+    log:
+        "results/logs/measure_bounds/{run_id}.log",
+    threads: config["training"]["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        ENV_TORCH
+    script:
+        "scripts/measure_bounds.py"

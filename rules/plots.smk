@@ -1,19 +1,14 @@
 # Stage 7: figures; every setting goes through params so a change re-runs only these rules.
-FIGURES = f"{STUDY_DIR}/figures"
-
-
 rule plot_jacobian:
     output:
-        gap_html=f"{FIGURES}/jacobian_vs_gap.html",
-        gap_png=f"{FIGURES}/jacobian_vs_gap.png",
-        points_html=f"{FIGURES}/jacobian_by_correctness.html",
-        points_png=f"{FIGURES}/jacobian_by_correctness.png",
+        **figure_outputs("jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss"),
     input:
         metrics=rules.aggregate.output.metrics,
         networks=rules.correlate.output.networks,
         code=package_files("figures/common", "figures/sensitivity"),
     params:
         plots=config["plots"],
+        figures=figure_dir,
     log:
         f"{STUDY_DIR}/logs/plot_jacobian.log",
     conda:
@@ -22,4 +17,42 @@ rule plot_jacobian:
         "scripts/plot_jacobian.py"
 
 
+rule plot_ellipses:
+    output:
+        **figure_outputs("ellipse_profile", "ellipse_kinds"),
+        summary=f"{STUDY_DIR}/stats/ellipses.csv",
+    input:
+        metrics=rules.aggregate.output.metrics,
+        code=package_files("figures/common", "figures/sensitivity"),
+    params:
+        plots=config["plots"],
+        figures=figure_dir,
+    log:
+        f"{STUDY_DIR}/logs/plot_ellipses.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/plot_ellipses.py"
+
+
+rule plot_bounds:
+    output:
+        **figure_outputs("loss_bounds"),
+    input:
+        metrics=rules.aggregate.output.metrics,
+        code=package_files("figures/common", "figures/bounds", "metrics/bounds"),
+    params:
+        plots=config["plots"],
+        figures=figure_dir,
+    log:
+        f"{STUDY_DIR}/logs/plot_bounds.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/plot_bounds.py"
+
+
 TARGETS.extend(rules.plot_jacobian.output)
+TARGETS.extend(rules.plot_bounds.output)
+if ENABLED["ellipses"]:
+    TARGETS.extend(rules.plot_ellipses.output)

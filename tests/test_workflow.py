@@ -25,15 +25,27 @@ def study(tmp_path_factory):
 
 def test_aggregate_satisfies_output_contract(study):
     ds = xr.open_zarr(study / "results/tiny/metrics.zarr")
-    assert dict(ds.sizes) == {"run": 4, "point": 40}
+    assert dict(ds.sizes) == {"run": 4, "point": 40, "ellipse": 6, "position": 64}
     for name in HYPERPARAMETERS:  # one coordinate per hyperparameter, named as in the config
         assert ds[name].dims == ("run",)
     assert sorted(ds["label_noise"].values.tolist()) == [0.0, 0.0, 1.0, 1.0]
     for name in ("train_acc", "test_acc", "gap", "steps", "status"):
         assert ds[name].dims == ("run",)
-    for name in ("loss", "correct", "jacobian_norm", "logit_jacobian_norm"):
+    for name in ("loss", "correct", "jacobian_norm", "logit_jacobian_norm",
+                 "jacobian_norm_true_class", "bound_lower", "bound_upper", "bound_approx",
+                 "within_bounds"):
         assert ds[name].dims == ("run", "point")
         assert np.isfinite(ds[name].values).all()
+    for name in ("transitions_exact", "transitions_sampled", "trajectory_jacobian_norm"):
+        assert ds[name].dims == ("run", "point")  # walked for the first 10 points only
+        assert np.isfinite(ds[name].values[:, :10]).all() and np.isnan(ds[name].values[:, 10:]).all()
+    assert (ds["transitions_sampled"] <= ds["transitions_exact"]).values[:, :10].all()
+    assert ds["bound_M"].dims == ("run",)
+    assert ds["ellipse_jacobian_norm"].dims == ("run", "ellipse", "position")
+    assert ds["ellipse_transitions"].dims == ("run", "ellipse")
+    assert list(ds["ellipse_kind"].values) == ["random"] * 2 + ["different_class"] * 2 + [
+        "same_class"] * 2
+    assert ds["angle"].dims == ("position",) and ds.sizes["position"] == 64
     assert set(ds["status"].values) <= {"converged", "unconverged", "diverged"}
     np.testing.assert_allclose(ds["gap"], ds["train_acc"] - ds["test_acc"])
     assert ds.attrs["code_version"] and len(ds.attrs["config_hash"]) == 12
@@ -55,6 +67,10 @@ def test_stats_and_figures_written(study):
     correlations = (stats / "correlations.csv").read_text()
     assert "jacobian_norm,gap,kendall_tau" in correlations
     assert "pooled" in (stats / "per_point.csv").read_text()
+    assert (stats / "ellipses.csv").read_text().startswith("run_id,kind,ellipse")
+    for stem in ("jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
+                 "ellipse_profile", "ellipse_kinds", "loss_bounds"):
+        assert (study / f"results/tiny/figures/{stem}.svg").stat().st_size > 0
     for stem in ("jacobian_vs_gap", "jacobian_by_correctness"):
         png = (study / f"results/tiny/figures/{stem}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -82,6 +98,14 @@ def test_plot_option_reruns_only_plots(study):
     config["plots"] = {"color_by": "depth"}
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
     assert set(jobs) == {"plot_jacobian", "all"}
+
+
+def test_one_metric_setting_recomputes_only_that_metric(study):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["measure"]["ellipses"]["n_positions"] = 32
+    jobs = planned_jobs(snakemake(study, config, "-n").stdout)
+    assert jobs["measure_ellipses"] == 4
+    assert not {"train", "measure_jacobian", "measure_translation", "measure_bounds"} & set(jobs)
 
 
 def test_missing_dataset_fails_clearly_and_keeps_results(study):

@@ -22,7 +22,8 @@ TINY_CONFIG = {
         "augment": [False], "seed": [0],
     },
     "training": {"max_steps": 1500, "eval_every": 25},
-    "measure": {"n_points": 40},
+    "measure": {"n_points": 40, "transitions": {"n_points": 10, "k_sampled": 256},
+                "ellipses": {"per_kind": 2, "n_positions": 64}},
     "stats": {"n_boot": 200},
 }
 

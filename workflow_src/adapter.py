@@ -34,3 +34,26 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return __version__
     return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
+
+
+def load_trained(model_path: str, data_path: str, threads: int, device_setting: str):
+    """(model in eval mode, corrupted dataset, device) for a measuring job."""
+    import torch
+    import xarray as xr
+
+    from .models import load_model
+    from .train import resolve_device
+
+    torch.set_num_threads(threads)
+    device = resolve_device(device_setting)
+    model = load_model(model_path, device).eval()
+    return model, xr.open_zarr(data_path).load(), device
+
+
+def first_test_points(data, n_points: int, device):
+    """The first n_points test inputs (P, C, H, W) and their labels (P,), on the device."""
+    import torch
+
+    x = torch.as_tensor(data["x_test"].values[:n_points], device=device)
+    y = torch.as_tensor(data["y_test"].values[:n_points], device=device)
+    return x, y

@@ -1,7 +1,8 @@
 """Stage 5: combine every run's outputs into the study's labelled store (STUDY.md §7).
 
 Result: one xarray Dataset with dimension ``run`` (hyperparameters as coordinates, named as
-in config.yaml) and ``point`` (evaluated test points, NaN-padded where a run has fewer).
+in config.yaml), ``point`` (evaluated test points, NaN-padded where a run or a metric has
+fewer), and the dimensions metrics bring along (``ellipse``, ``position``).
 """
 
 from __future__ import annotations
@@ -14,27 +15,53 @@ import xarray as xr
 from .runtable import HYPERPARAMETERS, stable_hash
 
 PER_RUN = ("train_acc", "test_acc", "gap", "steps", "status")
-INDICATORS = ("jacobian_norm", "logit_jacobian_norm")
+# What the statistics stage correlates with the gap (marked attrs["role"] = "indicator").
+INDICATORS = ("jacobian_norm", "logit_jacobian_norm", "transitions_exact", "transitions_sampled",
+              "trajectory_jacobian_norm", "jacobian_norm_true_class", "bound_M")
+INPUT_UNITS = "input in pixel/255 units"
 UNITS = {
-    "train_acc": "fraction", "test_acc": "fraction",
-    "gap": "fraction (train_acc - test_acc, clean test labels)", "steps": "optimizer updates",
-    "loss": "nats (cross-entropy)", "correct": "bool",
-    "jacobian_norm": "Frobenius norm of d softmax / d input (input in pixel/255 units)",
-    "logit_jacobian_norm": "Frobenius norm of d logits / d input (input in pixel/255 units)",
+    "train_acc": "fraction (training labels as trained on)", "test_acc": "fraction",
+    "gap": "fraction (train_acc - test_acc)", "steps": "optimizer updates",
+    "loss": "nats (cross-entropy)", "correct": "1 correct, 0 misclassified",
+    "jacobian_norm": f"Frobenius norm of d softmax / d input ({INPUT_UNITS})",
+    "logit_jacobian_norm": f"Frobenius norm of d logits / d input ({INPUT_UNITS})",
+    "transitions_exact": "count of breakpoint crossings along the translation trajectory",
+    "transitions_sampled": "count, sampled estimator along the translation trajectory",
+    "trajectory_jacobian_norm": "mean Frobenius norm of d softmax / d input along the trajectory",
+    "jacobian_norm_true_class": f"2-norm of d softmax_y / d input ({INPUT_UNITS})",
+    "bound_lower": "lower bound on jacobian_norm_true_class", "bound_upper": "upper bound",
+    "bound_approx": "approximation of jacobian_norm", "within_bounds": "1 inside, 0 outside",
+    "bound_M": "mean squared norm of one logit's input gradient",
+    "n_classes": "classes of the dataset",
+    "ellipse_jacobian_norm": f"Frobenius norm of d softmax / d input ({INPUT_UNITS})",
+    "ellipse_transitions": "count of breakpoint crossings around the ellipse",
 }
 
 
-def build_metrics(runs: dict[str, dict], summaries: list[dict],
-                  point_sets: list[xr.Dataset], code_version: str) -> xr.Dataset:
-    """runs: run id -> hyperparameters; summaries and point_sets in the same order as runs."""
+def merge_run(stores: list[xr.Dataset]) -> xr.Dataset:
+    """One run's metric stores as one Dataset; per-point metrics share the `point` index."""
+    cleaned = []
+    for store in stores:
+        store = store.drop_vars([c for c in ("test_index",) if c in store.coords])
+        if "point" in store.dims and "point" not in store.coords:  # points are 0..P-1
+            store = store.assign_coords(point=np.arange(store.sizes["point"]))
+        if "correct" in store:  # float, so padding can be NaN
+            store["correct"] = store["correct"].astype(float)
+        cleaned.append(store.assign_attrs({}))
+    return xr.merge(cleaned, join="outer", fill_value=np.nan, compat="override",
+                    combine_attrs="drop")
+
+
+def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[list[xr.Dataset]],
+                  code_version: str) -> xr.Dataset:
+    """runs: run id -> hyperparameters; summaries and stores (each run's metric stores, the
+    Jacobian store first) in the order of runs."""
     run_ids = list(runs)
-    per_point = xr.concat(
-        [ps.reset_coords(drop=True).drop_vars("point") for ps in point_sets],
-        dim="run", join="outer", fill_value=np.nan,
-    )
-    per_point["correct"] = per_point["correct"].astype(float)  # NaN marks padding
-    per_point = per_point.assign_coords(point=np.arange(per_point.sizes["point"]))
-    ds = per_point.assign_coords(
+    per_run = [merge_run(run_stores) for run_stores in stores]
+    ds = xr.concat(per_run, dim="run", join="outer", fill_value=np.nan, coords="minimal",
+                   compat="override")
+    ds = ds.assign_coords(
+        point=np.arange(ds.sizes["point"]),
         run_id=("run", run_ids),
         **{name: ("run", [runs[r][name] for r in run_ids]) for name in HYPERPARAMETERS},
     )
@@ -43,18 +70,32 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict],
         ds[name] = ("run", np.array(values, dtype=str if name == "status" else float))
     ds["steps"] = ds["steps"].astype(int)
     for name, unit in UNITS.items():
-        ds[name].attrs["units"] = unit
-    for name in INDICATORS:  # what the statistics stage correlates with the gap
-        ds[name].attrs["role"] = "indicator"
-    datasets = {ps.attrs["dataset"]: {"source": ps.attrs["source"], "sha256": ps.attrs["source_sha256"]}
-                for ps in point_sets}
-    ds.attrs = {
+        if name in ds:
+            ds[name].attrs["units"] = unit
+    for name in INDICATORS:
+        if name in ds:
+            ds[name].attrs["role"] = "indicator"
+    ds.attrs = _provenance(run_ids, ds, stores, code_version)
+    return ds
+
+
+def _provenance(run_ids, ds, stores, code_version) -> dict:
+    jacobian_stores = [run_stores[0] for run_stores in stores]
+    datasets = {s.attrs["dataset"]: {"source": s.attrs["source"], "sha256": s.attrs["source_sha256"]}
+                for s in jacobian_stores}
+    notes = sorted({s.attrs["note"] for run_stores in stores for s in run_stores
+                    if "note" in s.attrs})
+    attrs = {
         "code_version": code_version,
         # Hash of what determines this store's content: the runs and the evaluated points.
-        "config_hash": stable_hash({"runs": sorted(run_ids), "n_points": per_point.sizes["point"]}),
+        "config_hash": stable_hash({"runs": sorted(run_ids), "sizes": dict(ds.sizes)}),
         "datasets": json.dumps(datasets, sort_keys=True),
         "hyperparameters": list(HYPERPARAMETERS),
         "status_values": "converged | unconverged | diverged",
         "references": "Novak et al. 2018 (arXiv 1802.08760); Zhang et al. 2017 (arXiv 1611.03530)",
     }
-    return ds
+    if "ellipse" in ds.dims:
+        attrs["anchor_angles"] = [0.0, 2 * np.pi / 3, 4 * np.pi / 3]
+    if notes:
+        attrs["notes"] = notes
+    return attrs

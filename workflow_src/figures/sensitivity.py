@@ -36,11 +36,14 @@ def jacobian_vs_gap_chart(networks: pd.DataFrame, hyperparameters: list[str], co
     )
 
 
-def points_table(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per (converged run, evaluated point), padding dropped."""
+def points_table(ds: xr.Dataset, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """One row per (converged run, evaluated point), padding dropped; at most ``max_rows``
+    rows (a seeded random sample) to keep interactive figures light."""
     converged = ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
-    frame = converged[["jacobian_norm", "correct"]].to_dataframe().reset_index()
+    frame = converged[["jacobian_norm", "loss", "correct"]].to_dataframe().reset_index()
     frame = frame.dropna(subset=["jacobian_norm", "correct"])
+    if max_rows is not None and len(frame) > max_rows:
+        frame = frame.sample(max_rows, random_state=seed)
     frame["prediction"] = np.where(frame["correct"] > 0.5, "correct", "misclassified")
     return frame
 
@@ -61,3 +64,100 @@ def jacobian_by_correctness_chart(points: pd.DataFrame, facet_by: str, width: in
         )
         .properties(width=max(80, width // 4), height=height)
     )
+
+
+KIND_ORDER = ["same_class", "different_class", "random"]
+KIND_COLOURS = alt.Scale(domain=KIND_ORDER, range=["#009E73", "#E69F00", "#CC79A7"])
+
+
+def converged_runs(ds: xr.Dataset) -> xr.Dataset:
+    return ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
+
+
+def ellipse_profile_table(ds: xr.Dataset) -> pd.DataFrame:
+    """Per (kind, angle): geometric mean and ±1 sd band (in log space) of ‖J‖_F over the
+    ellipses of that kind and the converged networks. Norms differ by orders of magnitude
+    between networks, so the band is taken on the log scale the chart uses."""
+    logs = np.log(converged_runs(ds)["ellipse_jacobian_norm"])  # (run, ellipse, position)
+    rows = []
+    for kind in KIND_ORDER:
+        values = logs.isel(ellipse=np.flatnonzero(ds["ellipse_kind"].values == kind))
+        flat = values.stack(sample=("run", "ellipse"))  # (position, sample)
+        mean, sd = flat.mean("sample").values, flat.std("sample").values
+        rows.append(pd.DataFrame({
+            "kind": kind, "angle_deg": np.degrees(ds["angle"].values),
+            "jacobian_norm": np.exp(mean), "band_low": np.exp(mean - sd),
+            "band_high": np.exp(mean + sd)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def ellipse_summary_table(ds: xr.Dataset) -> pd.DataFrame:
+    """Per converged network and ellipse: mean ‖J‖_F around the ellipse, ‖J‖_F at the three
+    anchors (mean) and away from them, and the exact transition count (Novak §4.1)."""
+    conv = converged_runs(ds)
+    angles = ds["angle"].values
+    anchors = [int(np.argmin(np.abs(angles - a))) for a in ds.attrs["anchor_angles"]]
+    away = np.setdiff1d(np.arange(len(angles)), anchors)
+    jac = conv["ellipse_jacobian_norm"].values  # (run, ellipse, position)
+    frame = pd.DataFrame({
+        "run_id": np.repeat(conv["run_id"].values, jac.shape[1]),
+        "kind": np.tile(conv["ellipse_kind"].values, jac.shape[0]),
+        "ellipse": np.tile(np.arange(jac.shape[1]), jac.shape[0]),
+        "mean_jacobian_norm": jac.mean(axis=2).ravel(),
+        "jacobian_norm_at_anchors": jac[:, :, anchors].mean(axis=2).ravel(),
+        "jacobian_norm_away_from_anchors": jac[:, :, away].mean(axis=2).ravel(),
+        "transitions": conv["ellipse_transitions"].values.ravel(),
+    })
+    for name in conv["run"].coords:
+        if name not in ("run_id",) and conv[name].dims == ("run",):
+            frame[name] = np.repeat(conv[name].values, jac.shape[1])
+    return frame
+
+
+def ellipse_profile_chart(profile: pd.DataFrame, width: int, height: int) -> alt.Chart:
+    """Novak Fig. 2: ‖J‖_F around ellipses through random points, points of different
+    classes and points of one class; the anchors sit at 0°, 120° and 240°."""
+    base = alt.Chart(profile).encode(
+        x=alt.X("angle_deg:Q", title="angle along the ellipse (degrees)",
+                scale=alt.Scale(domain=[0, 360]), axis=alt.Axis(values=list(range(0, 361, 60)))),
+        color=alt.Color("kind:N", scale=KIND_COLOURS, sort=KIND_ORDER, title="anchors"),
+    )
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("band_low:Q", scale=alt.Scale(type="log"),
+                title="‖∂softmax/∂x‖_F (geometric mean ± 1 sd, log scale)"),
+        y2="band_high:Q")
+    line = base.mark_line().encode(y="jacobian_norm:Q",
+                                   tooltip=["kind", "angle_deg", "jacobian_norm"])
+    anchors = alt.Chart(pd.DataFrame({"anchor": [0, 120, 240]})).mark_rule(
+        strokeDash=[4, 4], color="gray").encode(x="anchor:Q")
+    return (band + line + anchors).properties(
+        width=width, height=height,
+        title="Jacobian norm around ellipses through three anchor points (converged networks)")
+
+
+def ellipse_kinds_chart(summary: pd.DataFrame, width: int, height: int) -> alt.Chart:
+    """Novak Fig. 2 (right): mean ‖J‖_F and transitions per ellipse, by kind of anchors."""
+    def panel(field, title):
+        return alt.Chart(summary).mark_boxplot(extent="min-max").encode(
+            x=alt.X("kind:N", sort=KIND_ORDER, title=None),
+            y=alt.Y(f"{field}:Q", scale=alt.Scale(type="log"), title=title),
+            color=alt.Color("kind:N", scale=KIND_COLOURS, sort=KIND_ORDER, legend=None),
+        ).properties(width=max(150, width // 2), height=height)
+
+    return alt.hconcat(
+        panel("mean_jacobian_norm", "mean ‖∂softmax/∂x‖_F around the ellipse (log scale)"),
+        panel("transitions", "exact transitions around the ellipse (count, log scale)"),
+    ).properties(title="Sensitivity on and off the data manifold (converged networks)")
+
+
+def jacobian_vs_loss_chart(points: pd.DataFrame, width: int, height: int) -> alt.Chart:
+    """Novak Fig. 5: per test point, Jacobian norm against the cross-entropy loss."""
+    return alt.Chart(points).mark_circle(size=12, opacity=0.4).encode(
+        x=alt.X("loss:Q", scale=alt.Scale(type="log"), title="test loss at the point (nats, log scale)"),
+        y=alt.Y("jacobian_norm:Q", scale=alt.Scale(type="log"),
+                title="‖∂softmax/∂x‖_F at the point (log scale)"),
+        color=alt.Color("prediction:N", scale=alt.Scale(
+            domain=["correct", "misclassified"], range=["#0072B2", "#D55E00"])),
+        tooltip=["run_id", "loss", "jacobian_norm", "prediction"],
+    ).properties(width=width, height=height,
+                 title="Jacobian norm vs loss at test points (converged networks)")

@@ -1,0 +1,22 @@
+"""Adapter for rule plot_ellipses: on/off-manifold profiles and transitions per anchor kind."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
+import xarray as xr  # noqa: E402
+
+from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.figures import sensitivity  # noqa: E402
+from workflow_src.figures.common import save  # noqa: E402
+
+with logged(snakemake.log[0]) as log:  # noqa: F821
+    opts, figures = snakemake.params.plots, snakemake.params.figures  # noqa: F821
+    size = (opts["width"], opts["height"])
+    ds = xr.open_zarr(snakemake.input.metrics).load()  # noqa: F821
+    summary = sensitivity.ellipse_summary_table(ds)
+    summary.to_csv(snakemake.output.summary, index=False)  # noqa: F821
+    save(sensitivity.ellipse_profile_chart(sensitivity.ellipse_profile_table(ds), *size),
+         f"{figures}/ellipse_profile")
+    save(sensitivity.ellipse_kinds_chart(summary, *size), f"{figures}/ellipse_kinds")
+    log(summary.groupby("kind")[["mean_jacobian_norm", "jacobian_norm_at_anchors",
+                                 "jacobian_norm_away_from_anchors", "transitions"]].mean())

@@ -1,0 +1,118 @@
+"""The per-run metric stores (workflow_src.metrics.per_run) and their merge in the aggregate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workflow_src.aggregate import build_metrics
+from workflow_src.metrics.per_run import bound_metrics, ellipse_metrics, translation_metrics
+from workflow_src.models import ModelSpec, build_model
+from workflow_src.runtable import HYPERPARAMETERS
+
+
+def _net(activation="relu", width=12, depth=2, seed=0):
+    spec = ModelSpec(input_shape=(1, 4, 5), n_classes=3, width=width, depth=depth,
+                     activation=activation)
+    return build_model(spec, seed).double()
+
+
+def _images(n, seed=0):
+    return torch.rand(n, 1, 4, 5, generator=torch.Generator().manual_seed(seed),
+                      dtype=torch.float64)
+
+
+def _softmax_jacobian_norm(model, x):
+    """Slow reference: autograd Jacobian of softmax(model(x)) at one point."""
+    jac = torch.autograd.functional.jacobian(
+        lambda z: torch.softmax(model(z.unsqueeze(0)).squeeze(0), -1), x)
+    return float(jac.norm())
+
+
+def test_translation_store_sampled_never_exceeds_exact():
+    model = _net()
+    model.hidden[0].weight.data *= 20  # many crossings along the shifts
+    out = translation_metrics(model, _images(4), k_sampled=64, jacobian_positions=5,
+                              chunk_size=3)
+    exact, sampled = out["transitions_exact"].values, out["transitions_sampled"].values
+    assert out["transitions_exact"].dims == ("point",) and exact.shape == (4,)
+    assert (sampled <= exact).all() and exact.sum() > 0
+
+
+def test_translation_jacobian_is_mean_over_trajectory_points():
+    model, x = _net(), _images(1)
+    out = translation_metrics(model, x, k_sampled=8, jacobian_positions=5, chunk_size=2)
+    # 5 positions on a 5-vertex polygon (width 5): exactly the 5 shifted images.
+    reference = np.mean([_softmax_jacobian_norm(model, torch.roll(x[0], i, dims=-1))
+                         for i in range(5)])
+    assert float(out["trajectory_jacobian_norm"][0]) == pytest.approx(reference, rel=1e-10)
+
+
+def test_smooth_activation_stores_nan_transitions_with_a_note():
+    out = translation_metrics(_net("tanh"), _images(2), 16, 4, 8)
+    assert np.isnan(out["transitions_exact"]).all() and np.isnan(out["transitions_sampled"]).all()
+    assert np.isfinite(out["trajectory_jacobian_norm"]).all()
+    assert "tanh" in out.attrs["note"]
+
+
+def test_ellipse_store_shape_kinds_and_anchor_profile():
+    model = _net()
+    train_x = _images(30, seed=1)
+    train_y = torch.arange(30) % 3
+    out = ellipse_metrics(model, train_x, train_y, per_kind=2, n_positions=12, seed=0,
+                          chunk_size=5)
+    assert out["ellipse_jacobian_norm"].shape == (6, 12)
+    assert list(out["ellipse_kind"].values) == ["random"] * 2 + ["different_class"] * 2 + [
+        "same_class"] * 2
+    assert (out["ellipse_transitions"].values >= 0).all()
+    np.testing.assert_allclose(out["angle"].values, np.arange(12) * 2 * math.pi / 12)
+    # Angle 0 of a same_class ellipse is its first anchor, a training point of the data.
+    profile_at_zero = float(out["ellipse_jacobian_norm"][4, 0])
+    assert any(profile_at_zero == pytest.approx(_softmax_jacobian_norm(model, x), rel=1e-6)
+               for x in train_x)
+
+
+def test_bound_store_against_direct_formulas():
+    model, x = _net(), _images(6)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        loss = F.cross_entropy(model(x), y, reduction="none").numpy()
+    logit_norms = np.array([float(torch.autograd.functional.jacobian(
+        lambda z: model(z.unsqueeze(0)).squeeze(0), xi).norm()) for xi in x])
+    out = bound_metrics(model, x, y, loss, logit_norms, n_classes=3, chunk_size=4)
+    M = np.mean(logit_norms**2) / 3
+    p = np.exp(-loss)
+    assert float(out["bound_M"]) == pytest.approx(M)
+    np.testing.assert_allclose(out["bound_lower"], np.sqrt(3 * M / 2) * p * (1 - p))
+    np.testing.assert_allclose(out["bound_upper"], np.sqrt(2 * M) * p * (1 - p))
+    measured = out["jacobian_norm_true_class"].values
+    inside = (measured >= out["bound_lower"].values) & (measured <= out["bound_upper"].values)
+    np.testing.assert_array_equal(out["within_bounds"].values, inside.astype(float))
+
+
+def test_aggregate_pads_shorter_metrics_and_marks_indicators():
+    import xarray as xr
+
+    def jac_store(n):
+        return xr.Dataset({"loss": ("point", np.ones(n)), "correct": ("point", np.ones(n, bool)),
+                           "jacobian_norm": ("point", np.arange(n, dtype=float)),
+                           "logit_jacobian_norm": ("point", np.ones(n))},
+                          attrs={"dataset": "digits", "source": "s", "source_sha256": "x"})
+
+    def trans_store(n):
+        return xr.Dataset({"transitions_exact": ("point", np.full(n, 3.0))})
+
+    runs = {f"r{i}": {h: i for h in HYPERPARAMETERS} for i in range(2)}
+    summaries = [{"train_acc": 1.0, "test_acc": 0.5, "gap": 0.5, "steps": 10,
+                  "status": "converged"}] * 2
+    ds = build_metrics(runs, summaries, [[jac_store(4), trans_store(2)],
+                                         [jac_store(3), trans_store(3)]], "v")
+    assert dict(ds.sizes) == {"run": 2, "point": 4}
+    assert np.isnan(ds["transitions_exact"].values[0, 2:]).all()
+    assert np.isnan(ds["jacobian_norm"].values[1, 3]) and np.isnan(ds["correct"].values[1, 3])
+    assert ds["transitions_exact"].attrs["role"] == "indicator"
+    assert "role" not in ds["loss"].attrs

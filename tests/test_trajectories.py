@@ -1,0 +1,103 @@
+"""Trajectories of Novak §4.1: ellipses through anchors, translation polygons, anchor choice."""
+
+import math
+
+import pytest
+import torch
+
+from workflow_src.metrics.trajectories import (
+    choose_anchors,
+    ellipse_from_anchors,
+    ellipse_points,
+    jacobian_norm_along,
+    polygon_points,
+    translation_polygon,
+)
+from workflow_src.models import ModelSpec, build_model
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_ellipse_passes_through_its_anchors():
+    p = torch.randn(3, 2, 4, 4, generator=gen(0), dtype=torch.float64)
+    c, a, b = ellipse_from_anchors(*p)
+    angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
+    torch.testing.assert_close(ellipse_points(c, a, b, angles), p, rtol=0, atol=1e-14)
+
+
+def test_ellipse_points_match_a_loop():
+    c, a, b = torch.randn(3, 5, generator=gen(1), dtype=torch.float64)
+    angles = torch.rand(7, generator=gen(2), dtype=torch.float64) * 2 * math.pi
+    expected = torch.stack([c + a * math.cos(t) + b * math.sin(t) for t in angles.tolist()])
+    torch.testing.assert_close(ellipse_points(c, a, b, angles), expected)
+
+
+def test_translation_polygon_is_every_cyclic_shift():
+    image = torch.arange(2 * 3 * 5, dtype=torch.float64).reshape(2, 3, 5)
+    vertices = translation_polygon(image)
+    assert vertices.shape == (5, 2, 3, 5)
+    for i in range(5):
+        assert torch.equal(vertices[i][..., i:], image[..., : 5 - i])
+        assert torch.equal(vertices[i][..., :i], image[..., 5 - i :])
+    fewer = translation_polygon(image, W=2)  # shifts 0 and 2 of 5
+    assert torch.equal(fewer[1], torch.roll(image, 2, dims=-1))
+
+
+def test_polygon_points_walk_the_closed_chain():
+    vertices = torch.randn(4, 1, 2, 3, generator=gen(3), dtype=torch.float64)
+    s = torch.tensor([0.0, 0.25, 0.5, 0.75, 0.125, 0.875, 0.99], dtype=torch.float64)
+    points = polygon_points(vertices, s)
+    assert points.shape == (7, 1, 2, 3)
+    torch.testing.assert_close(points[:4], vertices)
+    torch.testing.assert_close(points[4], (vertices[0] + vertices[1]) / 2)
+    torch.testing.assert_close(points[5], (vertices[3] + vertices[0]) / 2)  # closing segment
+    torch.testing.assert_close(points[6], 0.04 * vertices[3] + 0.96 * vertices[0])
+
+
+def toy_training_set():
+    x = torch.randn(60, 1, 3, 3, generator=gen(4))
+    y = torch.arange(60) % 5
+    y[y == 4] = 3  # class 3 has twice the points, class 4 none
+    return x, y
+
+
+@pytest.mark.parametrize("kind", ["random", "different_class", "same_class"])
+def test_anchors_have_the_requested_kind(kind):
+    x, y = toy_training_set()
+    mean, std = x.mean(0), x.std(0)
+    anchors = choose_anchors(kind, x, y, 40, gen(5), mean, std)
+    assert anchors.shape == (40, 3, 1, 3, 3)
+    again = choose_anchors(kind, x, y, 40, gen(5), mean, std)
+    assert torch.equal(anchors, again)  # reproducible from the generator alone
+    if kind == "random":
+        flat = anchors.reshape(-1, 1, 3, 3)
+        assert (flat.mean(0) - mean).abs().max() < 0.5 and (flat.std(0) / std - 1).abs().max() < 0.3
+        return
+    # Each anchor is a training point; recover its index to read its label.
+    index = (anchors.reshape(40, 3, 1, -1) == x.reshape(1, 1, 60, -1)).all(-1).float().argmax(-1)
+    assert torch.equal(x[index], anchors)
+    labels = y[index]  # (40, 3)
+    distinct = torch.tensor([len(set(row.tolist())) for row in labels])
+    if kind == "different_class":
+        assert (distinct == 3).all()
+    else:
+        assert (distinct == 1).all() and (index.sort(1).values.diff(dim=1) > 0).all()
+
+
+def test_unknown_anchor_kind_is_refused():
+    x, y = toy_training_set()
+    with pytest.raises(ValueError, match="anchor kind"):
+        choose_anchors("between", x, y, 1, gen(0), 0.0, 1.0)
+
+
+def test_jacobian_norm_along_matches_autograd():
+    model = build_model(ModelSpec((1, 3, 3), 4, 6, 2, "relu"), seed=0).double()
+    c, a, b = torch.randn(3, 1, 3, 3, generator=gen(6), dtype=torch.float64)
+    points = ellipse_points(c, a, b, torch.linspace(0, 6, 9, dtype=torch.float64))
+    expected = torch.stack([
+        torch.autograd.functional.jacobian(lambda z: torch.softmax(model(z[None])[0], 0), z).norm()
+        for z in points
+    ])
+    torch.testing.assert_close(jacobian_norm_along(model, points, chunk_size=4), expected)

@@ -1,0 +1,119 @@
+"""What each measuring rule computes for one trained network, as labelled arrays.
+
+One function per rule; each returns an ``xarray.Dataset`` that the rule writes as its own
+Zarr store, so adding a metric or changing one metric's settings never recomputes another.
+Smooth activations (tanh) have no linear pieces: their transition counts are stored as NaN
+and the store's attrs say why, rather than 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..models import BREAKPOINTS, MLP
+from . import bounds
+from .jacobian import jacobian_norms
+from .trajectories import (ANCHOR_KINDS, choose_anchors, ellipse_from_anchors, ellipse_points,
+                           polygon_points, translation_polygon)
+from .transitions import exact_transitions_ellipse, exact_transitions_polygon, sampled_transitions
+
+NO_PIECES = "activation {!r} is smooth: transitions are undefined and stored as NaN"
+ANCHOR_ANGLES = (0.0, 2 * math.pi / 3, 4 * math.pi / 3)  # where the ellipse meets p0, p1, p2
+
+
+def _has_pieces(model: MLP) -> bool:
+    return bool(BREAKPOINTS[model.spec.activation])
+
+
+def _note(model: MLP) -> dict:
+    return {} if _has_pieces(model) else {"note": NO_PIECES.format(model.spec.activation)}
+
+
+def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
+                        jacobian_positions: int, chunk_size: int) -> xr.Dataset:
+    """Per test point, along its translation trajectory (Novak §3.2, §4.1).
+
+    x (P, C, H, W). transitions_exact walks the closed polygon of the W horizontal cyclic
+    shifts; transitions_sampled is the paper's estimator with k_sampled points;
+    trajectory_jacobian_norm is ‖J‖_F averaged over ``jacobian_positions`` equally spaced
+    points of the polygon (the vertices and the points between them).
+    """
+    exact, sampled, mean_jac = [], [], []
+    s_jac = torch.arange(jacobian_positions, dtype=torch.float64) / jacobian_positions
+    for image in x:
+        vertices = translation_polygon(image)  # (W, C, H, W)
+        if _has_pieces(model):
+            exact.append(exact_transitions_polygon(model, vertices).count)
+            sampled.append(sampled_transitions(
+                model, lambda s, v=vertices: polygon_points(v, s), k_sampled))
+        else:
+            exact.append(np.nan)
+            sampled.append(np.nan)
+        points = polygon_points(vertices, s_jac)  # (J, C, H, W)
+        mean_jac.append(float(jacobian_norms(model, points, chunk_size)[0].mean()))
+    return xr.Dataset(
+        {"transitions_exact": ("point", np.asarray(exact, dtype=float)),
+         "transitions_sampled": ("point", np.asarray(sampled, dtype=float)),
+         "trajectory_jacobian_norm": ("point", np.asarray(mean_jac))},
+        coords={"point": np.arange(len(x))},
+        attrs={"k_sampled": k_sampled, "jacobian_positions": jacobian_positions,
+               "n_shifts": int(x.shape[-1]), **_note(model)},
+    )
+
+
+def ellipse_metrics(model: MLP, train_x: torch.Tensor, train_y: torch.Tensor, per_kind: int,
+                    n_positions: int, seed: int, chunk_size: int) -> xr.Dataset:
+    """Jacobian-norm profile and exact transitions along ellipses through three anchors.
+
+    Novak §4.1: anchors off the data manifold (``random``: Gaussian with the training set's
+    per-pixel mean and std), between classes, and within one class. Dims: ellipse
+    (3 * per_kind, kind-major) and position (n_positions equally spaced angles).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pixel_mean, pixel_std = train_x.mean(dim=0), train_x.std(dim=0)  # (C, H, W)
+    angles = torch.arange(n_positions, dtype=torch.float64) * (2 * math.pi / n_positions)
+    profiles, counts, kinds = [], [], []
+    for kind in ANCHOR_KINDS:
+        anchors = choose_anchors(kind, train_x, train_y, per_kind, generator, pixel_mean,
+                                 pixel_std)  # (E, 3, C, H, W)
+        for p0, p1, p2 in anchors:
+            c, a, b = ellipse_from_anchors(p0, p1, p2)
+            points = ellipse_points(c, a, b, angles).to(train_x.dtype)  # (n_positions, C, H, W)
+            profiles.append(jacobian_norms(model, points, chunk_size)[0].cpu().numpy())
+            counts.append(exact_transitions_ellipse(model, c, a, b).count
+                          if _has_pieces(model) else np.nan)
+            kinds.append(kind)
+    return xr.Dataset(
+        {"ellipse_jacobian_norm": (("ellipse", "position"), np.stack(profiles)),
+         "ellipse_transitions": ("ellipse", np.asarray(counts, dtype=float))},
+        coords={"ellipse_kind": ("ellipse", kinds), "angle": ("position", angles.numpy())},
+        attrs={"anchor_angles": list(ANCHOR_ANGLES), "seed": seed, **_note(model)},
+    )
+
+
+def bound_metrics(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: np.ndarray,
+                  logit_jacobian_norm: np.ndarray, n_classes: int,
+                  chunk_size: int) -> xr.Dataset:
+    """Measured ‖J_y‖₂ against the per-point loss bounds (Novak, appendix; STUDY.md §4).
+
+    loss and logit_jacobian_norm (P,) come from the Jacobian store of the same points.
+    """
+    p = np.exp(-loss.astype(np.float64))  # σ_y
+    M = bounds.bound_M(logit_jacobian_norm.astype(np.float64), n_classes)
+    lower, upper = bounds.loss_bounds(p, M, n_classes)
+    measured = bounds.true_class_jacobian_norm(model, x, y, chunk_size).cpu().numpy().astype(np.float64)
+    return xr.Dataset(
+        {"jacobian_norm_true_class": ("point", measured),
+         "bound_lower": ("point", lower), "bound_upper": ("point", upper),
+         "bound_approx": ("point", bounds.jacobian_norm_approx(p, M, n_classes)),
+         # float so that runs with fewer points can be NaN-padded in the aggregate
+         "within_bounds": ("point", ((measured >= lower) & (measured <= upper)).astype(float)),
+         "bound_M": ((), M),
+         "n_classes": ((), n_classes)},
+        coords={"point": np.arange(len(x))},
+        attrs={"n_classes": n_classes},
+    )
