@@ -97,7 +97,8 @@ def test_plot_option_reruns_only_plots(study):
     config = copy.deepcopy(TINY_CONFIG)
     config["plots"] = {"color_by": "depth"}
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
-    assert set(jobs) == {"plot_jacobian", "all"}
+    assert "plot_jacobian" in jobs
+    assert all(rule.startswith("plot_") for rule in set(jobs) - {"all"}), jobs
 
 
 def test_one_metric_setting_recomputes_only_that_metric(study):
