@@ -116,3 +116,19 @@ def test_aggregate_pads_shorter_metrics_and_marks_indicators():
     assert np.isnan(ds["jacobian_norm"].values[1, 3]) and np.isnan(ds["correct"].values[1, 3])
     assert ds["transitions_exact"].attrs["role"] == "indicator"
     assert "role" not in ds["loss"].attrs
+
+
+def test_sampled_estimator_runs_in_float64_for_float32_networks():
+    from workflow_src.metrics.trajectories import polygon_points, translation_polygon
+    from workflow_src.metrics.transitions import sampled_transitions
+
+    model32 = _net().float()
+    model32.hidden[0].weight.data *= 20
+    x = _images(2).float()
+    out = translation_metrics(model32, x, k_sampled=512, jacobian_positions=4, chunk_size=8)
+    model64 = _net().double()
+    model64.load_state_dict(model32.state_dict())
+    for i, image in enumerate(x):
+        vertices = translation_polygon(image)
+        expected = sampled_transitions(model64, lambda s: polygon_points(vertices, s), 512)
+        assert out["transitions_sampled"].values[i] == expected
