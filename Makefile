@@ -7,13 +7,25 @@ STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test lint install system-data clean
+.PHONY: run test report gallery lint install system-data clean
 
 run: install system-data
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install system-data
 	$(BIN)/python -m pytest -q -ra
+
+# The default study's self-contained HTML report (runs the study first if needed).
+report: run
+	$(BIN)/snakemake --report results/demo/report.html
+
+# The README's gallery: the default study's main figures, shrunk (900 px wide, 256
+# colours) into docs/gallery/ so the committed files stay small.
+GALLERY := jacobian_vs_gap jacobian_by_correctness ellipse_profile loss_bounds
+gallery: run
+	mkdir -p docs/gallery
+	$(BIN)/python -c "import sys; from PIL import Image; \
+	[Image.open(f'results/demo/figures/{s}.png').convert('RGB').reduce(max(1, Image.open(f'results/demo/figures/{s}.png').width // 900)).quantize(256).save(f'docs/gallery/{s}.png', optimize=True) for s in sys.argv[1:]]" $(GALLERY)
 
 lint: install
 	$(BIN)/snakemake --lint

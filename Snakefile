@@ -7,6 +7,9 @@ from workflow_src.config import validate_config
 min_version("9.0")
 
 
+report: "report/workflow.rst"
+
+
 configfile: "config.yaml"
 
 
@@ -20,6 +23,7 @@ include: "rules/measure.smk"
 include: "rules/aggregate.smk"
 include: "rules/stats.smk"
 include: "rules/plots.smk"
+include: "rules/studies.smk"
 
 
 rule all:

@@ -67,10 +67,16 @@ def run_inputs(wildcards):
 FIGURES = f"{STUDY_DIR}/figures"
 
 
-def figure_outputs(*stems):
-    """Named outputs <stem>_<format> for every figure a rule draws."""
-    return {f"{stem}_{fmt}": path for stem in stems
-            for fmt, path in figure_files(FIGURES, stem).items()}
+def figure_outputs(*stems, category="Figures"):
+    """Named outputs <stem>_<format> for every figure a rule draws; the PNG goes into the
+    `snakemake --report` with the caption report/captions/<stem>.rst."""
+    outputs = {}
+    for stem in stems:
+        for fmt, path in figure_files(FIGURES, stem).items():
+            if fmt == "png":
+                path = report(path, caption=f"../report/captions/{stem}.rst", category=category)
+            outputs[f"{stem}_{fmt}"] = path
+    return outputs
 
 
 def figure_dir(wildcards, output):

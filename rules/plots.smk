@@ -1,11 +1,12 @@
 # Stage 7: figures; every setting goes through params so a change re-runs only these rules.
 rule plot_jacobian:
     output:
-        **figure_outputs("jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss"),
+        **figure_outputs("jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
+                         category="Jacobian norm and generalization"),
     input:
         metrics=rules.aggregate.output.metrics,
         networks=rules.correlate.output.networks,
-        code=package_files("figures/common", "figures/sensitivity"),
+        code=package_files("figures/common", "figures/theme", "figures/sensitivity"),
     params:
         plots=config["plots"],
         figures=figure_dir,
@@ -19,11 +20,12 @@ rule plot_jacobian:
 
 rule plot_ellipses:
     output:
-        **figure_outputs("ellipse_profile", "ellipse_kinds"),
-        summary=f"{STUDY_DIR}/stats/ellipses.csv",
+        **figure_outputs("ellipse_profile", "ellipse_kinds", category="On and off the data manifold"),
+        summary=report(f"{STUDY_DIR}/stats/ellipses.csv", caption="../report/captions/ellipses.rst",
+                       category="On and off the data manifold"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("figures/common", "figures/sensitivity"),
+        code=package_files("figures/common", "figures/theme", "figures/sensitivity"),
     params:
         plots=config["plots"],
         figures=figure_dir,
@@ -37,10 +39,10 @@ rule plot_ellipses:
 
 rule plot_bounds:
     output:
-        **figure_outputs("loss_bounds"),
+        **figure_outputs("loss_bounds", category="Loss bounds"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("figures/common", "figures/bounds", "metrics/bounds"),
+        code=package_files("figures/common", "figures/theme", "figures/bounds", "metrics/bounds"),
     params:
         plots=config["plots"],
         figures=figure_dir,

@@ -1,15 +1,17 @@
 # Stage 6: which indicators track the generalization gap, over converged networks.
+# Each rule reads metrics.zarr, so the indicators are whatever the store marks with
+# attrs["role"] = "indicator"; file names stay fixed whatever that set is.
 STATS = f"{STUDY_DIR}/stats"
 
 
 rule correlate:
     output:
         networks=f"{STATS}/networks.csv",
-        correlations=f"{STATS}/correlations.csv",
-        per_point=f"{STATS}/per_point.csv",
+        correlations=report(f"{STATS}/correlations.csv", caption="../report/captions/correlations.rst", category="Statistical tables"),
+        per_point=report(f"{STATS}/per_point.csv", caption="../report/captions/per_point.rst", category="Statistical tables"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("stats/tables", "stats/correlation", "stats/per_point"),
+        code=package_files("stats/tables", "stats/_checks", "stats/correlation", "stats/per_point"),
     params:
         stats=config["stats"],
     log:
@@ -20,4 +22,73 @@ rule correlate:
         "scripts/correlate.py"
 
 
+rule granulate:
+    output:
+        granulated=report(f"{STATS}/granulated.csv", caption="../report/captions/granulated.rst", category="Statistical tables"),
+    input:
+        metrics=rules.aggregate.output.metrics,
+        code=package_files("stats/tables", "stats/_checks", "stats/granulated"),
+    log:
+        f"{STATS}/logs/granulate.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/granulate.py"
+
+
+rule regress:
+    output:
+        coefficients=report(f"{STATS}/ols.csv", caption="../report/captions/ols.rst", category="Statistical tables"),
+        summary=f"{STATS}/ols_summary.txt",
+    input:
+        metrics=rules.aggregate.output.metrics,
+        code=package_files("stats/tables", "stats/regression"),
+    params:
+        stats=config["stats"],
+    log:
+        f"{STATS}/logs/regress.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/regress.py"
+
+
+rule paired:
+    output:
+        tests=report(f"{STATS}/paired.csv", caption="../report/captions/paired.rst", category="Statistical tables"),
+        pairs=f"{STATS}/pairs.csv",
+    input:
+        metrics=rules.aggregate.output.metrics,
+        code=package_files("stats/tables", "stats/paired"),
+    params:
+        stats=config["stats"],
+        # Family-wise error control over every (factor, indicator) test of the study.
+        correction="holm",
+    log:
+        f"{STATS}/logs/paired.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/paired.py"
+
+
+rule summarize:
+    output:
+        summary=report(f"{STATS}/summary.csv", caption="../report/captions/summary.rst", category="Statistical tables"),
+    input:
+        correlations=rules.correlate.output.correlations,
+        granulated=rules.granulate.output.granulated,
+        code=package_files("stats/summary", "stats/granulated"),
+    log:
+        f"{STATS}/logs/summarize.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/summarize.py"
+
+
 TARGETS.extend(rules.correlate.output)
+TARGETS.extend(rules.granulate.output)
+TARGETS.extend(rules.regress.output)
+TARGETS.extend(rules.paired.output)
+TARGETS.extend(rules.summarize.output)

@@ -138,3 +138,15 @@ def test_lint_is_clean():
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "good condition" in result.stdout + result.stderr
+
+
+def test_report_embeds_every_figure_and_table(study):
+    report = study / "report.html"
+    result = snakemake(study, TINY_CONFIG, "--report", str(report))
+    assert result.returncode == 0, result.stdout + result.stderr
+    html = report.read_text()
+    for name in ("jacobian_vs_gap.png", "ellipse_profile.png", "loss_bounds.png",
+                 "learning_curves.png", "indicators_vs_gap.png", "correlations.csv",
+                 "summary.csv", "granulated.csv"):
+        assert f"filename={name}" in html, name
+    assert "Duplicate explicit target" not in html

@@ -4,10 +4,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.stats.tables import point_indicators  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     opts, out = snakemake.params.stats, snakemake.output  # noqa: F821
@@ -21,7 +23,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     table.to_csv(out.correlations, index=False)
     log(table.to_string())
     converged_ds = ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
-    per_point = stats.per_point_misclassification(converged_ds, "jacobian_norm",
-                                                  opts["confidence"])
+    per_point = pd.concat([
+        stats.per_point_misclassification(converged_ds, name, opts["confidence"])
+        for name in point_indicators(ds)
+    ], ignore_index=True)
     per_point.to_csv(out.per_point, index=False)
-    log(per_point.tail(1).to_string())
+    log(per_point[per_point["scope"] == "pooled"].to_string())

@@ -8,8 +8,10 @@ import xarray as xr  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.figures.bounds import bounds_chart, bounds_table  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
+from workflow_src.figures.theme import use_theme  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
+    use_theme()
     opts, figures = snakemake.params.plots, snakemake.params.figures  # noqa: F821
     ds = xr.open_zarr(snakemake.input.metrics).load()  # noqa: F821
     points = bounds_table(ds)

@@ -9,10 +9,12 @@ import xarray as xr  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.figures import sensitivity  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
+from workflow_src.figures.theme import use_theme  # noqa: E402
 
 MAX_POINTS = 5000  # points drawn in the per-point scatter (a seeded sample beyond that)
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
+    use_theme()
     opts, figures = snakemake.params.plots, snakemake.params.figures  # noqa: F821
     size = (opts["width"], opts["height"])
     ds = xr.open_zarr(snakemake.input.metrics).load()  # noqa: F821

@@ -1,0 +1,82 @@
+# Stage 7b: the figures of the study presets (studies/*.yaml), drawn for every study since
+# they are cheap: Zhang et al.'s Figure 1 from the learning curves, Novak et al.'s factor
+# and correlation figures from the statistics. Figure names do not depend on the data.
+FIGURE_CODE = ("figures/common", "figures/theme", "figures/studies", "stats/tables")
+
+
+rule collect_curves:
+    output:
+        curves=f"{STUDY_DIR}/curves.csv",
+    input:
+        curves=[f"results/runs/{run_id}/curve.csv" for run_id in RUNS],
+        summaries=[f"results/runs/{run_id}/train.json" for run_id in RUNS],
+        code=package_files("collect", "runtable"),
+    params:
+        runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
+    log:
+        f"{STUDY_DIR}/logs/collect_curves.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/collect_curves.py"
+
+
+rule plot_training:
+    output:
+        **figure_outputs("learning_curves", "time_to_fit", "test_error",
+                         category="Fitting corrupted data"),
+    input:
+        curves=rules.collect_curves.output.curves,
+        code=package_files(*FIGURE_CODE),
+    params:
+        size={key: config["plots"][key] for key in ("width", "height")},
+        figures=figure_dir,
+    log:
+        f"{STUDY_DIR}/logs/plot_training.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/plot_training.py"
+
+
+rule plot_factors:
+    output:
+        **figure_outputs("factors", category="Factors of generalization"),
+    input:
+        metrics=rules.aggregate.output.metrics,
+        tests=rules.paired.output.tests,
+        pairs=rules.paired.output.pairs,
+        code=package_files(*FIGURE_CODE),
+    params:
+        size={key: config["plots"][key] for key in ("width", "height")},
+        figures=figure_dir,
+    log:
+        f"{STUDY_DIR}/logs/plot_factors.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/plot_factors.py"
+
+
+rule plot_indicators_vs_gap:
+    output:
+        **figure_outputs("indicators_vs_gap", category="Jacobian norm and generalization"),
+    input:
+        metrics=rules.aggregate.output.metrics,
+        networks=rules.correlate.output.networks,
+        code=package_files(*FIGURE_CODE),
+    params:
+        plots=config["plots"],
+        figures=figure_dir,
+    log:
+        f"{STUDY_DIR}/logs/plot_indicators_vs_gap.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/plot_indicators_vs_gap.py"
+
+
+TARGETS.append(rules.collect_curves.output.curves)
+TARGETS.extend(rules.plot_training.output)
+TARGETS.extend(rules.plot_factors.output)
+TARGETS.extend(rules.plot_indicators_vs_gap.output)

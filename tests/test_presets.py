@@ -1,0 +1,208 @@
+"""The study presets (studies/*.yaml): every full preset plans cleanly, every small variant
+runs end to end, and the statistics of the small novak_factors run are sane."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import REPO, planned_jobs, snakemake
+
+from workflow_src.config import validate_config
+from workflow_src.runtable import build_run_table
+
+pytestmark = pytest.mark.workflow
+
+PRESETS = sorted(p.stem for p in (REPO / "studies").glob("*.yaml"))
+# Small variants that use Fashion-MNIST read Debian's copy (`make test` installs it).
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+STATS = ("networks.csv", "correlations.csv", "per_point.csv", "granulated.csv", "ols.csv",
+         "ols_summary.txt", "paired.csv", "pairs.csv", "summary.csv")
+FIGURES = ("learning_curves", "time_to_fit", "test_error", "factors", "indicators_vs_gap",
+           "jacobian_vs_gap")
+NOVAK_FACTORS = {"label_noise", "augment", "activation", "optimizer"}
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "studies" / f"{name}.yaml").read_text())
+
+
+def small_datasets(name: str) -> set[str]:
+    small = validate_config({**load(name), "scale": "small"})
+    return {run.data.dataset for run in build_run_table(small).values()}
+
+
+def runnable(name: str) -> bool:
+    return FASHION.exists() or "fashion_mnist" not in small_datasets(name)
+
+
+def test_the_three_presets_exist():
+    assert set(PRESETS) >= {"zhang_corruption", "novak_factors", "novak_gap"}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_header_states_the_size_it_has(name):
+    """The header's "N networks" (full) and "small: M networks" match the run tables."""
+    header = "".join(line for line in (REPO / "studies" / f"{name}.yaml").open()
+                     if line.startswith("#"))
+    full = validate_config(load(name))
+    small = validate_config({**load(name), "scale": "small"})
+    assert f"{len(build_run_table(full))} networks" in header
+    assert re.search(rf"small[^\n]*\b{len(build_run_table(small))} networks", header)
+    assert full["study"] == name and small["study"] == f"{name}-small"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_full_preset_dry_runs(tmp_path, name):
+    config = load(name)
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = planned_jobs(result.stdout)
+    assert jobs["train"] == len(build_run_table(validate_config(copy.deepcopy(config))))
+    for rule in ("granulate", "regress", "paired", "summarize", "plot_training",
+                 "plot_factors", "plot_indicators_vs_gap"):
+        assert jobs[rule] == 1
+
+
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory):
+    """Every preset's small variant in one scratch directory (datasets are shared)."""
+    workdir = tmp_path_factory.mktemp("presets")
+    for name in filter(runnable, PRESETS):
+        start = time.perf_counter()
+        result = snakemake(workdir, load(name), "--config", "scale=small")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+        print(f"{name} small: {time.perf_counter() - start:.1f} s end to end")
+    return workdir
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_small_variant_writes_stats_and_figures(small_runs, name):
+    if not runnable(name):
+        pytest.skip(f"{name}'s small variant needs Fashion-MNIST at {FASHION.parent}")
+    study = small_runs / "results" / f"{name}-small"
+    for filename in STATS:
+        assert (study / "stats" / filename).stat().st_size > 0, filename
+    for stem in FIGURES:
+        assert (study / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (study / "figures" / f"{stem}.svg").read_text().lstrip().startswith("<svg")
+        assert "cdn.jsdelivr" not in (study / "figures" / f"{stem}.html").read_text()
+    curves = pd.read_csv(study / "curves.csv")
+    networks = pd.read_csv(study / "stats" / "networks.csv")
+    assert set(curves["run_id"]) == set(networks["run_id"])
+    assert {"label_noise", "corruption", "status", "step", "train_loss"} <= set(curves.columns)
+
+
+@pytest.fixture(scope="module")
+def factors(small_runs):
+    if not runnable("novak_factors"):
+        pytest.skip(f"novak_factors' small variant needs Fashion-MNIST at {FASHION.parent}")
+    return small_runs / "results" / "novak_factors-small" / "stats"
+
+
+def test_paired_has_each_factor_with_pairs_and_holm_adjusted_p(factors):
+    paired = pd.read_csv(factors / "paired.csv")
+    jacobian = paired[paired["indicator"] == "jacobian_norm"]
+    assert set(jacobian["factor"]) >= NOVAK_FACTORS  # width also has two values
+    assert jacobian["factor"].is_unique  # one row per factor and indicator
+    assert (jacobian["n_pairs"] >= 2).all()
+    tested = paired.dropna(subset=["p_value"])
+    assert len(tested) >= len(NOVAK_FACTORS)
+    assert (tested["p_adjusted"] >= tested["p_value"] - 1e-12).all()
+    assert (tested["p_adjusted"] <= 1).all()
+    levels = dict(zip(jacobian["factor"], zip(jacobian["level_a"], jacobian["level_b"])))
+    assert levels["optimizer"] == ("sgd", "gd")  # full batch second: differences read gd − sgd
+    gd_row = jacobian[jacobian["factor"] == "optimizer"]
+    assert "batch_size left out of the matching keys" in gd_row["note"].iloc[0]
+
+
+def test_pairs_match_the_paired_counts(factors):
+    paired = pd.read_csv(factors / "paired.csv")
+    pairs = pd.read_csv(factors / "pairs.csv")
+    counts = pairs.groupby(["contrast", "indicator"]).size()
+    for _, row in paired.iterrows():
+        assert counts[(row["contrast"], row["indicator"])] == row["n_pairs"]
+    assert (pairs["run_id_a"] != pairs["run_id_b"]).all()
+
+
+def test_granulated_scores_every_indicator_and_names_skipped_axes(factors):
+    granulated = pd.read_csv(factors / "granulated.csv")
+    correlations = pd.read_csv(factors / "correlations.csv")
+    indicators = set(correlations["indicator"])
+    assert set(granulated["indicator"]) == indicators
+    overall = granulated[granulated["axis"] == "__all__"]
+    assert len(overall) == len(indicators)
+    psi = granulated["psi"].dropna()
+    assert ((psi >= -1) & (psi <= 1)).all()
+    single = granulated[granulated["axis"] == "dataset"]  # the small variant has one dataset
+    assert (single["note"] == "axis has a single value").all() and single["psi"].isna().all()
+
+
+def test_summary_ranks_every_indicator(factors):
+    summary = pd.read_csv(factors / "summary.csv")
+    correlations = pd.read_csv(factors / "correlations.csv")
+    assert set(summary["indicator"]) == set(correlations["indicator"])
+    assert {"rank_psi", "rank_tau", "psi", "kendall_tau", "kendall_tau_ci_low",
+            "kendall_tau_ci_high", "n"} <= set(summary.columns)
+    assert (summary["rank_tau"].dropna() >= 1).all()
+    abs_psi = summary["psi"].abs().dropna().to_numpy()
+    assert np.all(np.diff(abs_psi) <= 1e-12)  # sorted by |Ψ|, largest first
+
+
+def test_ols_covers_every_indicator(factors):
+    ols = pd.read_csv(factors / "ols.csv")
+    correlations = pd.read_csv(factors / "correlations.csv")
+    assert set(ols["indicator"]) == set(correlations["indicator"])
+    text = (factors / "ols_summary.txt").read_text()
+    assert all(f"log({name})" in text for name in set(correlations["indicator"]))
+
+
+def test_learning_curves_repeat_hyperparameters_and_status_per_row():
+    from workflow_src.collect import learning_curves
+    from workflow_src.runtable import HYPERPARAMETERS
+
+    runs = build_run_table(validate_config({**load("zhang_corruption"), "scale": "small"}))
+    ids = list(runs)[:2]
+    curve = pd.DataFrame({"step": [25, 50], "train_loss": [2.0, 1.0], "train_acc": [0.5, 1.0],
+                          "test_acc": [0.4, 0.8], "seconds": [0.1, 0.2]})
+    summaries = [{"run_id": i, "status": s} for i, s in zip(ids, ("converged", "unconverged"))]
+    table = learning_curves({i: runs[i].hyperparameters() for i in ids}, [curve, curve], summaries)
+    assert len(table) == 4 and list(table.columns[:len(HYPERPARAMETERS) + 1]) == [
+        "run_id", *HYPERPARAMETERS]
+    assert table.groupby("run_id")["status"].first().to_dict() == dict(
+        zip(ids, ("converged", "unconverged")))
+    with pytest.raises(ValueError, match="given for run"):
+        learning_curves({i: runs[i].hyperparameters() for i in ids}, [curve, curve],
+                        summaries[::-1])
+
+
+def test_fit_table_takes_each_runs_last_evaluation_and_chance():
+    from workflow_src.figures.studies import fit_table
+    from workflow_src.runtable import HYPERPARAMETERS
+
+    hps = {h: 0 for h in HYPERPARAMETERS} | {"dataset": "cifar100", "corruption": "none"}
+    curves = pd.DataFrame([
+        {**hps, "run_id": "a", "status": "converged", "step": s, "train_loss": 1 / s,
+         "train_acc": 1.0, "test_acc": 0.25, "seconds": s / 10} for s in (50, 100, 25)])
+    fits = fit_table(curves, list(HYPERPARAMETERS))
+    assert len(fits) == 1 and fits["steps"].iloc[0] == 100 and fits["seconds"].iloc[0] == 10
+    assert fits["test_error"].iloc[0] == pytest.approx(0.75)
+    assert fits["chance"].iloc[0] == pytest.approx(0.99)  # 1 - 1/K with K = 100
+
+
+def test_theme_is_registered_and_enabled_by_use_theme():
+    import altair as alt
+
+    from workflow_src.figures.theme import NAME, OKABE_ITO, use_theme
+
+    use_theme()
+    assert alt.theme.active == NAME
+    config = alt.theme.get()()["config"]
+    assert config["range"]["category"] == OKABE_ITO
+    assert config["axis"]["labelFontSize"] >= 11
