@@ -101,10 +101,12 @@ def test_aggregate_pads_shorter_metrics_and_marks_indicators():
         return xr.Dataset({"loss": ("point", np.ones(n)), "correct": ("point", np.ones(n, bool)),
                            "jacobian_norm": ("point", np.arange(n, dtype=float)),
                            "logit_jacobian_norm": ("point", np.ones(n))},
+                          coords={"point": np.arange(n)},
                           attrs={"dataset": "digits", "source": "s", "source_sha256": "x"})
 
     def trans_store(n):
-        return xr.Dataset({"transitions_exact": ("point", np.full(n, 3.0))})
+        return xr.Dataset({"transitions_exact": ("point", np.full(n, 3.0))},
+                          coords={"point": np.arange(n)})
 
     runs = {f"r{i}": {h: i for h in HYPERPARAMETERS} for i in range(2)}
     summaries = [{"train_acc": 1.0, "test_acc": 0.5, "gap": 0.5, "steps": 10,

@@ -9,11 +9,9 @@ from workflow_src.metrics.trajectories import (
     choose_anchors,
     ellipse_from_anchors,
     ellipse_points,
-    jacobian_norm_along,
     polygon_points,
     translation_polygon,
 )
-from workflow_src.models import ModelSpec, build_model
 
 
 def gen(seed):
@@ -91,13 +89,3 @@ def test_unknown_anchor_kind_is_refused():
     with pytest.raises(ValueError, match="anchor kind"):
         choose_anchors("between", x, y, 1, gen(0), 0.0, 1.0)
 
-
-def test_jacobian_norm_along_matches_autograd():
-    model = build_model(ModelSpec((1, 3, 3), 4, 6, 2, "relu"), seed=0).double()
-    c, a, b = torch.randn(3, 1, 3, 3, generator=gen(6), dtype=torch.float64)
-    points = ellipse_points(c, a, b, torch.linspace(0, 6, 9, dtype=torch.float64))
-    expected = torch.stack([
-        torch.autograd.functional.jacobian(lambda z: torch.softmax(model(z[None])[0], 0), z).norm()
-        for z in points
-    ])
-    torch.testing.assert_close(jacobian_norm_along(model, points, chunk_size=4), expected)

@@ -36,18 +36,19 @@ def code_version() -> str:
     return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
 
 
-def load_trained(model_path: str, data_path: str, threads: int, device_setting: str):
-    """(model in eval mode, corrupted dataset, device) for a measuring job."""
+def load_trained(job):
+    """(model in eval mode, corrupted dataset, device) for a measuring job: ``job`` is the
+    script's ``snakemake`` object, with inputs ``model`` and ``data``."""
     import torch
     import xarray as xr
 
     from .models import load_model
     from .train import resolve_device
 
-    torch.set_num_threads(threads)
-    device = resolve_device(device_setting)
-    model = load_model(model_path, device).eval()
-    return model, xr.open_zarr(data_path).load(), device
+    torch.set_num_threads(job.threads)
+    device = resolve_device(job.config["training"]["device"])
+    model = load_model(job.input.model, device).eval()
+    return model, xr.open_zarr(job.input.data).load(), device
 
 
 def first_test_points(data, n_points: int, device):

@@ -43,8 +43,6 @@ def merge_run(stores: list[xr.Dataset]) -> xr.Dataset:
     cleaned = []
     for store in stores:
         store = store.drop_vars([c for c in ("test_index",) if c in store.coords])
-        if "point" in store.dims and "point" not in store.coords:  # points are 0..P-1
-            store = store.assign_coords(point=np.arange(store.sizes["point"]))
         if "correct" in store:  # float, so padding can be NaN
             store["correct"] = store["correct"].astype(float)
         cleaned.append(store.assign_attrs({}))

@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
@@ -22,7 +21,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
                                opts["confidence"], opts["seed"])
     table.to_csv(out.correlations, index=False)
     log(table.to_string())
-    converged_ds = ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
+    converged_ds = stats.converged_runs(ds)
     per_point = pd.concat([
         stats.per_point_misclassification(converged_ds, name, opts["confidence"])
         for name in point_indicators(ds)

@@ -10,8 +10,7 @@ from workflow_src.metrics.per_run import bound_metrics  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
-    model, data, device = load_trained(sm.input.model, sm.input.data, sm.threads,
-                                       sm.config["training"]["device"])
+    model, data, device = load_trained(sm)
     jacobian = xr.open_zarr(sm.input.jacobian).load()
     x, y = first_test_points(data, sm.params.settings["n_points"], device)
     out = bound_metrics(model, x, y, jacobian["loss"].values,

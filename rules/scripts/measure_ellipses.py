@@ -11,8 +11,7 @@ from workflow_src.metrics.per_run import ellipse_metrics  # noqa: E402
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
     settings = sm.params.settings
-    model, data, device = load_trained(sm.input.model, sm.input.data, sm.threads,
-                                       sm.config["training"]["device"])
+    model, data, device = load_trained(sm)
     train_x = torch.as_tensor(data["x_train"].values, device=device)  # (N, C, H, W)
     # Anchors come from the *clean* classes: "same class" means the same true class.
     train_y = torch.as_tensor(data["y_train_clean"].values, device=device)

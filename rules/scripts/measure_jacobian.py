@@ -11,8 +11,7 @@ from workflow_src.metrics.jacobian import pointwise_metrics  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
-    model, data, device = load_trained(sm.input.model, sm.input.data, sm.threads,
-                                       sm.config["training"]["device"])
+    model, data, device = load_trained(sm)
     n_points = sm.params.settings["n_points"]
     x, y = first_test_points(data, n_points, device)
     values = pointwise_metrics(model, x, y, sm.config["measure"]["chunk_size"])

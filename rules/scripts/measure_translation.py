@@ -9,8 +9,7 @@ from workflow_src.metrics.per_run import translation_metrics  # noqa: E402
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
     settings = sm.params.settings
-    model, data, device = load_trained(sm.input.model, sm.input.data, sm.threads,
-                                       sm.config["training"]["device"])
+    model, data, device = load_trained(sm)
     x, _ = first_test_points(data, settings["n_points"], device)
     out = translation_metrics(model, x, settings["k_sampled"], settings["jacobian_positions"],
                               sm.config["measure"]["chunk_size"])

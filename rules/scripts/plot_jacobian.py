@@ -8,7 +8,7 @@ import xarray as xr  # noqa: E402
 
 from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.figures import sensitivity  # noqa: E402
-from workflow_src.figures.common import save  # noqa: E402
+from workflow_src.figures.common import sample_rows, save  # noqa: E402
 from workflow_src.figures.theme import use_theme  # noqa: E402
 
 MAX_POINTS = 5000  # points drawn in the per-point scatter (a seeded sample beyond that)
@@ -25,6 +25,6 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     points = sensitivity.points_table(ds)  # hyperparameters come along as columns
     save(sensitivity.jacobian_by_correctness_chart(points, opts["color_by"], *size),
          f"{figures}/jacobian_by_correctness")
-    save(sensitivity.jacobian_vs_loss_chart(sensitivity.points_table(ds, MAX_POINTS), *size),
+    save(sensitivity.jacobian_vs_loss_chart(sample_rows(points, MAX_POINTS), *size),
          f"{figures}/jacobian_vs_loss")
     log(f"figures written for {len(networks)} networks, {len(points)} points")

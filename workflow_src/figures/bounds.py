@@ -14,11 +14,13 @@ import pandas as pd
 import xarray as xr
 
 from ..metrics import bounds
+from ..stats.tables import converged_runs
+from .common import sample_rows
 
 
 def bounds_table(ds: xr.Dataset, max_rows: int = 5000, seed: int = 0) -> pd.DataFrame:
     """Per (converged run, point): loss, ‖J_y‖₂/√M, ‖J‖_F/√M, within_bounds; padding dropped."""
-    conv = ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
+    conv = converged_runs(ds)
     root_m = np.sqrt(conv["bound_M"])
     frame = xr.Dataset({
         "loss": conv["loss"],
@@ -26,8 +28,7 @@ def bounds_table(ds: xr.Dataset, max_rows: int = 5000, seed: int = 0) -> pd.Data
         "frobenius_norm": conv["jacobian_norm"] / root_m,
         "within_bounds": conv["within_bounds"],
     }).to_dataframe().reset_index().dropna(subset=["loss", "true_class_norm"])
-    frame = frame[frame["loss"] > 0]
-    return frame.sample(min(max_rows, len(frame)), random_state=seed)
+    return sample_rows(frame[frame["loss"] > 0], max_rows, seed)
 
 
 def curves_table(loss_min: float, loss_max: float, n_classes: int) -> pd.DataFrame:

@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import altair as alt
+import pandas as pd
 
 FORMATS = ("html", "png", "svg")
+
+
+def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``max_rows`` rows (a seeded random sample), to keep interactive figures light."""
+    return frame if len(frame) <= max_rows else frame.sample(max_rows, random_state=seed)
 
 
 def outputs(directory: str, stem: str) -> dict[str, str]:

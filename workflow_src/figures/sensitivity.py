@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..stats.tables import converged_runs
+
 STATUS_SHAPES = alt.Scale(domain=["converged", "unconverged", "diverged"],
                           range=["circle", "triangle", "cross"])
 
@@ -36,14 +38,10 @@ def jacobian_vs_gap_chart(networks: pd.DataFrame, hyperparameters: list[str], co
     )
 
 
-def points_table(ds: xr.Dataset, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """One row per (converged run, evaluated point), padding dropped; at most ``max_rows``
-    rows (a seeded random sample) to keep interactive figures light."""
-    converged = ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
-    frame = converged[["jacobian_norm", "loss", "correct"]].to_dataframe().reset_index()
+def points_table(ds: xr.Dataset) -> pd.DataFrame:
+    """One row per (converged run, evaluated point), padding dropped."""
+    frame = converged_runs(ds)[["jacobian_norm", "loss", "correct"]].to_dataframe().reset_index()
     frame = frame.dropna(subset=["jacobian_norm", "correct"])
-    if max_rows is not None and len(frame) > max_rows:
-        frame = frame.sample(max_rows, random_state=seed)
     frame["prediction"] = np.where(frame["correct"] > 0.5, "correct", "misclassified")
     return frame
 
@@ -68,10 +66,6 @@ def jacobian_by_correctness_chart(points: pd.DataFrame, facet_by: str, width: in
 
 KIND_ORDER = ["same_class", "different_class", "random"]
 KIND_COLOURS = alt.Scale(domain=KIND_ORDER, range=["#009E73", "#E69F00", "#CC79A7"])
-
-
-def converged_runs(ds: xr.Dataset) -> xr.Dataset:
-    return ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
 
 
 def ellipse_profile_table(ds: xr.Dataset) -> pd.DataFrame:

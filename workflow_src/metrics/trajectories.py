@@ -14,8 +14,6 @@ import math
 
 import torch
 
-from workflow_src.metrics.jacobian import jacobian_norms
-
 ANCHOR_KINDS = ("random", "different_class", "same_class")
 
 
@@ -106,12 +104,3 @@ def choose_anchors(
             idx = [members[_pick_distinct(len(members), 3, generator)]]
         triples.append(train_x[torch.cat(idx)])
     return torch.stack(triples)
-
-
-def jacobian_norm_along(model, points: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
-    """||d softmax(f(z)) / dz||_F (Novak §3.1) at each point of a trajectory: (B, ...) -> (B,).
-
-    The on/off-manifold profile of Novak §4.1; the same torch.func computation as the
-    per-test-point metric (``jacobian.jacobian_norms``).
-    """
-    return jacobian_norms(model, points, chunk_size)[0]

@@ -19,10 +19,11 @@ from .paired import correct_multiple, matched_pairs, paired_factor_tests
 from .per_point import per_point_misclassification
 from .regression import ols_gap_on_log_indicator
 from .summary import summary
-from .tables import converged, indicator_names, network_table
+from .tables import converged, converged_runs, indicator_names, network_table
 
 __all__ = [
     "converged",
+    "converged_runs",
     "correct_multiple",
     "correlations",
     "granulated_kendall",

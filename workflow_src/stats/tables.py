@@ -76,6 +76,12 @@ def _nanmean_over_points(values: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, sums / counts, np.nan)
 
 
+def converged_runs(ds: xr.Dataset) -> xr.Dataset:
+    """The aggregate dataset restricted to converged runs (the per-point counterpart of
+    ``converged``)."""
+    return ds.isel(run=np.flatnonzero(ds["status"].values == "converged"))
+
+
 def converged(table: pd.DataFrame) -> pd.DataFrame:
     """Only the networks that reached the target training accuracy (STUDY.md §3, §6)."""
     kept = table[table["status"] == "converged"].reset_index(drop=True)
