@@ -47,6 +47,7 @@ rule measure_ellipses:
                            "metrics/jacobian", "models"),
     params:
         settings=METRIC_SETTINGS["ellipses"],
+        run_seed=lambda wc: run_of(wc).seed,
     log:
         "results/logs/measure_ellipses/{run_id}.log",
     threads: config["training"]["threads"]

@@ -76,6 +76,30 @@ def test_ellipse_store_shape_kinds_and_anchor_profile():
                for x in train_x)
 
 
+def test_ellipses_at_initialization_use_the_same_ellipses():
+    train_x, train_y = _images(30, seed=1), torch.arange(30) % 3
+    model, other = _net(), _net(seed=5)
+    plain = ellipse_metrics(model, train_x, train_y, per_kind=2, n_positions=8, seed=0,
+                            chunk_size=5)
+    assert "ellipse_transitions_init" not in plain and not plain.attrs["at_initialization"]
+    # The network itself as its own "initial" weights: the control repeats the measurement.
+    same = ellipse_metrics(model, train_x, train_y, per_kind=2, n_positions=8, seed=0,
+                           chunk_size=5, initial_model=model)
+    np.testing.assert_array_equal(same["ellipse_transitions_init"], plain["ellipse_transitions"])
+    np.testing.assert_array_equal(same["ellipse_jacobian_norm_init"],
+                                  plain["ellipse_jacobian_norm"])
+    # Other weights along the same ellipses: the trained variables are untouched.
+    control = ellipse_metrics(model, train_x, train_y, per_kind=2, n_positions=8, seed=0,
+                              chunk_size=5, initial_model=other)
+    np.testing.assert_array_equal(control["ellipse_transitions"], plain["ellipse_transitions"])
+    alone = ellipse_metrics(other, train_x, train_y, per_kind=2, n_positions=8, seed=0,
+                            chunk_size=5)
+    np.testing.assert_array_equal(control["ellipse_transitions_init"],
+                                  alone["ellipse_transitions"])
+    assert not np.array_equal(control["ellipse_jacobian_norm_init"],
+                              plain["ellipse_jacobian_norm"])
+
+
 def test_bound_store_against_direct_formulas():
     model, x = _net(), _images(6)
     y = torch.tensor([0, 1, 2, 0, 1, 2])

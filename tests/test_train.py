@@ -187,6 +187,17 @@ def test_tiny_network_fits_its_training_set(digits):
     assert result.gap == pytest.approx(result.train_acc - result.test_acc)
 
 
+def test_training_starts_from_build_model_with_the_run_seed(digits):
+    """measure_ellipses rebuilds a network's initial weights as build_model(spec, run seed):
+    with a zero learning rate, training must leave exactly those weights."""
+    data = make_corrupted(digits, data_spec())
+    run = run_spec(data_spec(), learning_rate=0.0, max_steps=3, seed=7)
+    model, _ = train(run, data, CPU, log=lambda _: None)
+    initial = build_model(model.spec, seed=run.seed)
+    for name, value in initial.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+
+
 def test_learning_curve_steps_increase_and_end_at_the_result(digits):
     data = make_corrupted(digits, data_spec())
     run = run_spec(data_spec(), max_steps=37, eval_every=5, learning_rate=1e-3,

@@ -35,6 +35,8 @@ UNITS = {
     "n_classes": "classes of the dataset",
     "ellipse_jacobian_norm": f"Frobenius norm of d softmax / d input ({INPUT_UNITS})",
     "ellipse_transitions": "count of breakpoint crossings around the ellipse",
+    "ellipse_jacobian_norm_init": "as ellipse_jacobian_norm, at the network's initial weights",
+    "ellipse_transitions_init": "as ellipse_transitions, at the network's initial weights",
 }
 
 

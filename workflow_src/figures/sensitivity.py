@@ -87,7 +87,9 @@ def ellipse_profile_table(ds: xr.Dataset) -> pd.DataFrame:
 
 def ellipse_summary_table(ds: xr.Dataset) -> pd.DataFrame:
     """Per converged network and ellipse: mean ‖J‖_F around the ellipse, ‖J‖_F at the three
-    anchors (mean) and away from them, and the exact transition count (Novak §4.1)."""
+    anchors (mean) and away from them, and the exact transition count (Novak §4.1). Where
+    the study also measured the initial weights, the same ellipse's mean ‖J‖_F and count
+    at initialisation follow (``*_init``)."""
     conv = converged_runs(ds)
     angles = ds["angle"].values
     anchors = [int(np.argmin(np.abs(angles - a))) for a in ds.attrs["anchor_angles"]]
@@ -102,6 +104,10 @@ def ellipse_summary_table(ds: xr.Dataset) -> pd.DataFrame:
         "jacobian_norm_away_from_anchors": jac[:, :, away].mean(axis=2).ravel(),
         "transitions": conv["ellipse_transitions"].values.ravel(),
     })
+    if "ellipse_transitions_init" in conv:
+        frame["mean_jacobian_norm_init"] = conv["ellipse_jacobian_norm_init"].values.mean(
+            axis=2).ravel()
+        frame["transitions_init"] = conv["ellipse_transitions_init"].values.ravel()
     for name in conv["run"].coords:
         if name not in ("run_id",) and conv[name].dims == ("run",):
             frame[name] = np.repeat(conv[name].values, jac.shape[1])
@@ -130,18 +136,35 @@ def ellipse_profile_chart(profile: pd.DataFrame, width: int, height: int) -> alt
 
 
 def ellipse_kinds_chart(summary: pd.DataFrame, width: int, height: int) -> alt.Chart:
-    """Novak Fig. 2 (right): mean ‖J‖_F and transitions per ellipse, by kind of anchors."""
+    """Novak Fig. 2 (right): mean ‖J‖_F and transitions per ellipse, by kind of anchors;
+    where the initial weights were measured too, each kind has a second box for them."""
+    weights = ["trained"]
+    columns = {"trained": ("mean_jacobian_norm", "transitions")}
+    if "transitions_init" in summary:
+        weights.append("initial")
+        columns["initial"] = ("mean_jacobian_norm_init", "transitions_init")
+    long = pd.concat([
+        pd.DataFrame({"kind": summary["kind"], "weights": name,
+                      "mean_jacobian_norm": summary[jac], "transitions": summary[count]})
+        for name, (jac, count) in columns.items()], ignore_index=True)
+
     def panel(field, title):
-        return alt.Chart(summary).mark_boxplot(extent="min-max").encode(
+        return alt.Chart(long).mark_boxplot(extent="min-max").encode(
             x=alt.X("kind:N", sort=KIND_ORDER, title=None),
+            xOffset=alt.XOffset("weights:N", sort=weights),
             y=alt.Y(f"{field}:Q", scale=alt.Scale(type="log"), title=title),
             color=alt.Color("kind:N", scale=KIND_COLOURS, sort=KIND_ORDER, legend=None),
+            opacity=alt.Opacity("weights:N", sort=weights, scale=alt.Scale(
+                domain=weights, range=[1.0, 0.35][:len(weights)]), title="weights"),
         ).properties(width=max(150, width // 2), height=height)
 
     return alt.hconcat(
         panel("mean_jacobian_norm", "mean ‖∂softmax/∂x‖_F around the ellipse (log scale)"),
         panel("transitions", "exact transitions around the ellipse (count, log scale)"),
-    ).properties(title="Sensitivity on and off the data manifold (converged networks)")
+    ).properties(title="Sensitivity on and off the data manifold (converged networks; "
+                 "faint boxes: the same networks at their initial weights)"
+                 if len(weights) > 1 else
+                 "Sensitivity on and off the data manifold (converged networks)")
 
 
 def jacobian_vs_loss_chart(points: pd.DataFrame, width: int, height: int) -> alt.Chart:

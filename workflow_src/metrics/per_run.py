@@ -71,33 +71,50 @@ def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
 
 
 def ellipse_metrics(model: MLP, train_x: torch.Tensor, train_y: torch.Tensor, per_kind: int,
-                    n_positions: int, seed: int, chunk_size: int) -> xr.Dataset:
+                    n_positions: int, seed: int, chunk_size: int,
+                    initial_model: MLP | None = None) -> xr.Dataset:
     """Jacobian-norm profile and exact transitions along ellipses through three anchors.
 
     Novak §4.1: anchors off the data manifold (``random``: Gaussian with the training set's
     per-pixel mean and std), between classes, and within one class. Dims: ellipse
     (3 * per_kind, kind-major) and position (n_positions equally spaced angles).
+
+    ``initial_model`` (the same network at its initial weights) is measured along the very
+    same ellipses, as ``*_init`` variables: the control that separates what training did
+    from what the geometry of the anchors alone gives.
     """
     generator = torch.Generator().manual_seed(seed)
     pixel_mean, pixel_std = train_x.mean(dim=0), train_x.std(dim=0)  # (C, H, W)
     angles = torch.arange(n_positions, dtype=torch.float64) * (2 * math.pi / n_positions)
-    profiles, counts, kinds = [], [], []
+    ellipses, kinds = [], []
     for kind in ANCHOR_KINDS:
         anchors = choose_anchors(kind, train_x, train_y, per_kind, generator, pixel_mean,
                                  pixel_std)  # (E, 3, C, H, W)
-        for p0, p1, p2 in anchors:
-            c, a, b = ellipse_from_anchors(p0, p1, p2)
-            points = ellipse_points(c, a, b, angles).to(train_x.dtype)  # (n_positions, C, H, W)
-            profiles.append(jacobian_norms(model, points, chunk_size)[0].cpu().numpy())
-            counts.append(exact_transitions_ellipse(model, c, a, b).count
-                          if _has_pieces(model) else np.nan)
-            kinds.append(kind)
+        ellipses += [ellipse_from_anchors(p0, p1, p2) for p0, p1, p2 in anchors]
+        kinds += [kind] * len(anchors)
+    variables = {}
+    networks = {"": model} if initial_model is None else {"": model, "_init": initial_model}
+    for suffix, network in networks.items():
+        profiles, counts = _along_ellipses(network, ellipses, angles, train_x.dtype, chunk_size)
+        variables[f"ellipse_jacobian_norm{suffix}"] = (("ellipse", "position"), profiles)
+        variables[f"ellipse_transitions{suffix}"] = ("ellipse", counts)
     return xr.Dataset(
-        {"ellipse_jacobian_norm": (("ellipse", "position"), np.stack(profiles)),
-         "ellipse_transitions": ("ellipse", np.asarray(counts, dtype=float))},
+        variables,
         coords={"ellipse_kind": ("ellipse", kinds), "angle": ("position", angles.numpy())},
-        attrs={"anchor_angles": list(ANCHOR_ANGLES), "seed": seed, **_note(model)},
+        attrs={"anchor_angles": list(ANCHOR_ANGLES), "seed": seed,
+               "at_initialization": initial_model is not None, **_note(model)},
     )
+
+
+def _along_ellipses(model: MLP, ellipses, angles, dtype, chunk_size):
+    """‖J‖_F at every angle (E, n_positions) and exact transitions (E,) of each (c, a, b)."""
+    profiles, counts = [], []
+    for c, a, b in ellipses:
+        points = ellipse_points(c, a, b, angles).to(dtype)  # (n_positions, C, H, W)
+        profiles.append(jacobian_norms(model, points, chunk_size)[0].cpu().numpy())
+        counts.append(exact_transitions_ellipse(model, c, a, b).count
+                      if _has_pieces(model) else np.nan)
+    return np.stack(profiles), np.asarray(counts, dtype=float)
 
 
 def bound_metrics(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: np.ndarray,
