@@ -23,9 +23,13 @@ rule plot_ellipses:
         **figure_outputs("ellipse_profile", "ellipse_kinds", category="On and off the data manifold"),
         summary=report(f"{STUDY_DIR}/stats/ellipses.csv", caption="../report/captions/ellipses.rst",
                        category="On and off the data manifold"),
+        order=report(f"{STUDY_DIR}/stats/ellipse_order.csv",
+                     caption="../report/captions/ellipse_order.rst",
+                     category="On and off the data manifold"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("figures/common", "figures/theme", "figures/sensitivity"),
+        code=package_files("figures/common", "figures/theme", "figures/sensitivity",
+                           "stats/ellipse_order", "stats/paired"),
     params:
         plots=config["plots"],
         figures=figure_dir,

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from scipy import stats
 
 from workflow_src.stats import (
     converged,
@@ -15,6 +16,7 @@ from workflow_src.stats import (
     correlations,
     granulated_kendall,
     indicator_names,
+    kind_ordering,
     matched_pairs,
     network_table,
     ols_gap_on_log_indicator,
@@ -281,3 +283,51 @@ def test_summary_ranks_by_psi_then_tau(monotone_table):
     assert out["rank_psi"].tolist() == [1, 2] and out["rank_tau"].tolist() == [1, 2]
     assert {"psi_width", "psi_depth", "psi_seed", "kendall_tau_ci_low", "n"} <= set(out.columns)
     assert out.loc[0, "psi"] == pytest.approx(1.0) and out.loc[0, "n"] == 27
+
+
+# --- ordering of ellipse metrics by kind of anchors -----------------------------------------
+
+def _ellipse_summary(values: dict[str, list[list[float]]], metric="transitions"):
+    """Per-ellipse rows from {kind: [per network: [per ellipse values]]}."""
+    rows = []
+    for kind, networks in values.items():
+        for n, ellipses in enumerate(networks):
+            rows += [{"run_id": f"net{n}", "kind": kind, "ellipse": e, metric: v}
+                     for e, v in enumerate(ellipses)]
+    return pd.DataFrame(rows)
+
+
+def test_kind_ordering_counts_networks_in_order_and_tests_one_sided():
+    # Network means (over 2 ellipses): same, different, random per network.
+    same = [[1, 3], [2, 2], [5, 5], [1, 1], [2, 4]]          # 2, 2, 5, 1, 3
+    different = [[4, 4], [3, 5], [4, 4], [6, 6], [7, 9]]     # 4, 4, 4, 6, 8
+    random = [[9, 9], [1, 1], [8, 8], [10, 12], [9, 11]]     # 9, 1, 8, 11, 10
+    table = kind_ordering(_ellipse_summary(
+        {"same_class": same, "different_class": different, "random": random}))
+    assert list(table["metric"]) == ["transitions"] * 3  # absent metrics are skipped
+    rows = {(r.lower, r.higher): r for r in table.itertuples()}
+    s_d = rows[("same_class", "different_class")]
+    assert (s_d.n_networks, s_d.n_in_order) == (5, 4)  # network 2: 5 > 4
+    assert s_d.fraction_in_order == pytest.approx(0.8)
+    assert s_d.median_ratio == pytest.approx(np.median([4 / 2, 4 / 2, 4 / 5, 6 / 1, 8 / 3]))
+    lo, hi = np.array([2, 2, 5, 1, 3.0]), np.array([4, 4, 4, 6, 8.0])
+    assert s_d.p_value == pytest.approx(
+        stats.wilcoxon(lo - hi, alternative="less").pvalue)
+    assert rows[("different_class", "random")].n_in_order == 4  # network 1: 1 < 4
+    assert (table["p_adjusted"] >= table["p_value"]).all()
+
+
+def test_kind_ordering_reversed_order_gives_large_p_and_zero_in_order():
+    table = kind_ordering(_ellipse_summary(
+        {"same_class": [[9]] * 3 + [[8]], "different_class": [[5]] * 3 + [[6]],
+         "random": [[1]] * 3 + [[2]]}))
+    assert (table["n_in_order"] == 0).all()
+    assert (table["p_value"] > 0.5).all()
+
+
+def test_kind_ordering_nan_transitions_give_a_note_not_a_test():
+    nan = [[np.nan, np.nan]] * 3
+    table = kind_ordering(_ellipse_summary(
+        {"same_class": nan, "different_class": nan, "random": nan}))
+    assert (table["n_networks"] == 0).all()
+    assert table["p_value"].isna().all() and table["note"].str.contains("no finite").all()

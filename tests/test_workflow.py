@@ -43,6 +43,11 @@ def test_aggregate_satisfies_output_contract(study):
     assert ds["bound_M"].dims == ("run",)
     assert ds["ellipse_jacobian_norm"].dims == ("run", "ellipse", "position")
     assert ds["ellipse_transitions"].dims == ("run", "ellipse")
+    # The control: the same ellipses at each network's initial weights.
+    assert ds["ellipse_jacobian_norm_init"].dims == ("run", "ellipse", "position")
+    assert ds["ellipse_transitions_init"].dims == ("run", "ellipse")
+    assert np.isfinite(ds["ellipse_transitions_init"]).all()
+    assert not np.array_equal(ds["ellipse_jacobian_norm_init"], ds["ellipse_jacobian_norm"])
     assert list(ds["ellipse_kind"].values) == ["random"] * 2 + ["different_class"] * 2 + [
         "same_class"] * 2
     assert ds["angle"].dims == ("position",) and ds.sizes["position"] == 64
@@ -68,6 +73,9 @@ def test_stats_and_figures_written(study):
     assert "jacobian_norm,gap,kendall_tau" in correlations
     assert "pooled" in (stats / "per_point.csv").read_text()
     assert (stats / "ellipses.csv").read_text().startswith("run_id,kind,ellipse")
+    order = (stats / "ellipse_order.csv").read_text()
+    assert order.startswith("metric,lower,higher,n_networks")
+    assert "transitions_init,different_class,random" in order
     for stem in ("jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
                  "ellipse_profile", "ellipse_kinds", "loss_bounds"):
         assert (study / f"results/tiny/figures/{stem}.svg").stat().st_size > 0
@@ -147,6 +155,6 @@ def test_report_embeds_every_figure_and_table(study):
     html = report.read_text()
     for name in ("jacobian_vs_gap.png", "ellipse_profile.png", "loss_bounds.png",
                  "learning_curves.png", "indicators_vs_gap.png", "correlations.csv",
-                 "summary.csv", "granulated.csv"):
+                 "summary.csv", "granulated.csv", "ellipse_order.csv"):
         assert f"filename={name}" in html, name
     assert "Duplicate explicit target" not in html

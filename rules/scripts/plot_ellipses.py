@@ -9,6 +9,7 @@ from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.figures import sensitivity  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
 from workflow_src.figures.theme import use_theme  # noqa: E402
+from workflow_src.stats.ellipse_order import kind_ordering  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     use_theme()
@@ -17,8 +18,11 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     ds = xr.open_zarr(snakemake.input.metrics).load()  # noqa: F821
     summary = sensitivity.ellipse_summary_table(ds)
     summary.to_csv(snakemake.output.summary, index=False)  # noqa: F821
+    order = kind_ordering(summary)
+    order.to_csv(snakemake.output.order, index=False)  # noqa: F821
+    log(order.to_string())
     save(sensitivity.ellipse_profile_chart(sensitivity.ellipse_profile_table(ds), *size),
          f"{figures}/ellipse_profile")
     save(sensitivity.ellipse_kinds_chart(summary, *size), f"{figures}/ellipse_kinds")
-    log(summary.groupby("kind")[["mean_jacobian_norm", "jacobian_norm_at_anchors",
-                                 "jacobian_norm_away_from_anchors", "transitions"]].mean())
+    log(summary.groupby("kind")[[c for c in summary.columns if c.startswith(
+        ("mean_jacobian_norm", "jacobian_norm_", "transitions"))]].mean())

@@ -10,10 +10,12 @@ returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV 
 - ``regression``: gap on log(indicator) with a dataset fixed effect (Novak et al. 2018);
 - ``paired``: matched-pairs Wilcoxon tests of one hyperparameter, multiple-testing control;
 - ``per_point``: does the indicator flag misclassified test points (Novak et al. 2018);
-- ``summary``: indicators ranked by |Ψ| and |τ|.
+- ``summary``: indicators ranked by |Ψ| and |τ|;
+- ``ellipse_order``: do ellipse metrics order by kind of anchors as Novak et al. report.
 """
 
 from .correlation import correlations
+from .ellipse_order import kind_ordering
 from .granulated import granulated_kendall
 from .paired import correct_multiple, matched_pairs, paired_factor_tests
 from .per_point import per_point_misclassification
@@ -28,6 +30,7 @@ __all__ = [
     "correlations",
     "granulated_kendall",
     "indicator_names",
+    "kind_ordering",
     "matched_pairs",
     "network_table",
     "ols_gap_on_log_indicator",
