@@ -21,7 +21,7 @@ report: run
 
 # The README's gallery: the default study's main figures, shrunk (900 px wide, 256
 # colours) into docs/gallery/ so the committed files stay small.
-GALLERY := jacobian_vs_gap jacobian_by_correctness ellipse_profile loss_bounds
+GALLERY := jacobian_vs_gap jacobian_by_correctness ellipse_profile loss_bounds ellipse_kinds
 gallery: run
 	mkdir -p docs/gallery
 	$(BIN)/python -c "import sys; from PIL import Image; \
