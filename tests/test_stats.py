@@ -14,6 +14,8 @@ from workflow_src.stats import (
     converged,
     correct_multiple,
     correlations,
+    factor_comparisons,
+    factor_tests,
     granulated_kendall,
     indicator_names,
     kind_ordering,
@@ -115,7 +117,8 @@ def test_monotone_indicator_has_tau_one_and_psi_one(monotone_table):
     psi = psi.set_index("axis")
     np.testing.assert_allclose(psi["psi"], 1.0)
     assert psi.loc[["width", "depth", "seed"], "n_groups"].tolist() == [9, 9, 9]
-    assert psi.loc["__all__", "n_groups"] == 27
+    assert psi.loc["__all__", "n_groups"] == 18  # seed is reported but not averaged
+    assert psi.loc["seed", "note"] == "not averaged into Psi"
 
 
 def test_independent_indicator_bootstrap_cis_cover_zero():
@@ -136,6 +139,21 @@ def test_kendall_tau_equals_brute_force_pair_count():
     table = pd.DataFrame({"ind": x, "gap": y})
     tau = correlations(table, ["ind"], n_boot=50).set_index("statistic").loc["kendall_tau"]
     assert tau["value"] == pytest.approx(expected)
+
+
+def test_psi_leaves_seed_out_of_the_mean_but_reports_it():
+    """Indicator follows the gap across widths, and runs against it across seeds."""
+    configs = grid(width=[16, 32, 64], seed=[0, 1, 2])
+    gap = [0.1 * c["width"] / 16 + 0.01 * c["seed"] for c in configs]
+    indicator = [c["width"] - c["seed"] for c in configs]
+    table = network_table(make_dataset(configs, gap, point_vars={
+        "jacobian_norm": np.asarray(indicator, dtype=float)[:, None]}))
+    psi = granulated_kendall(table, "jacobian_norm", ["width", "seed"]).set_index("axis")
+    assert psi.loc["width", "psi"] == pytest.approx(1.0)
+    assert psi.loc["seed", "psi"] == pytest.approx(-1.0)
+    assert psi.loc["__all__", "psi"] == pytest.approx(1.0)
+    every = granulated_kendall(table, "jacobian_norm", ["width", "seed"], not_averaged=())
+    assert every.set_index("axis").loc["__all__", "psi"] == pytest.approx(0.0)
 
 
 def test_psi_on_hand_built_table():
@@ -170,6 +188,10 @@ def test_ols_recovers_known_slope_with_dataset_fixed_effect():
     assert slope["n"] == n and slope["cov_type"] == "HC3"
     assert "C(dataset)[T.mnist]" in coefs["term"].tolist()
     assert "OLS Regression Results" in text and "HC3" in text
+    # No clock in the text (re-runs write the same file); the right-hand column survives.
+    date, time = (line for line in text.splitlines() if line.startswith(("Date:", "Time:")))
+    assert not any(ch.isdigit() for ch in date[:39] + time[:39])
+    assert "Prob (F-statistic)" in date and "Log-Likelihood" in time
     one, _ = ols_gap_on_log_indicator(table[table["dataset"] == "mnist"], "jacobian_norm")
     assert one["term"].tolist() == ["Intercept", "np.log(jacobian_norm)"]
 
@@ -216,6 +238,65 @@ def test_wilcoxon_on_known_shift():
     mixed = paired_factor_tests(paired_table([3.0, -1.0, 2.0, 4.0]), "augment",
                                 (False, True), "jacobian_norm", n_boot=50).iloc[0]
     assert mixed["rank_biserial"] == pytest.approx(0.8)
+
+
+def optimizer_table():
+    """sgd at batch sizes 32 and 64 and full-batch gd (batch_size = n_train = 200), with and
+    without augmentation, 3 widths x 5 seeds; gd adds 1 + seed to the indicator, augment
+    subtracts 0.5, and width (three values) is no factor."""
+    rows = []
+    for width, seed, augment in itertools.product((16, 32, 64), range(5), (False, True)):
+        for optimizer, batch_size in (("sgd", 32), ("sgd", 64), ("gd", 200)):
+            value = 10.0 + width + (1.0 + seed if optimizer == "gd" else 0.0) - 0.5 * augment
+            rows.append({**HYPERPARAMETERS, "width": width, "seed": seed, "augment": augment,
+                         "optimizer": optimizer, "batch_size": batch_size,
+                         "run_id": f"{optimizer}{batch_size}w{width}s{seed}a{int(augment)}",
+                         "jacobian_norm": value})
+    table = pd.DataFrame(rows)
+    table.attrs["hyperparameters"] = list(HYPERPARAMETERS)
+    return table
+
+
+def test_factor_comparisons_two_valued_axes_and_full_batch_per_batch_size():
+    table = optimizer_table()
+    found = {contrast: (levels, subset, keys, note) for _, levels, contrast, subset, keys, note
+             in factor_comparisons(table, list(HYPERPARAMETERS))}
+    assert sorted(found) == ["augment: False vs True", "optimizer: sgd (batch_size=32) vs gd",
+                             "optimizer: sgd (batch_size=64) vs gd"]
+    levels, subset, keys, note = found["augment: False vs True"]
+    assert levels == (False, True) and len(subset) == len(table) and "batch_size" in keys
+    assert note == ""
+    levels, subset, keys, note = found["optimizer: sgd (batch_size=32) vs gd"]
+    assert levels == ("sgd", "gd")  # full batch last: differences read gd - sgd
+    assert "batch_size" not in keys and "batch_size=32" in note
+    assert set(subset["batch_size"]) == {32, 200}
+
+
+def test_factor_tests_match_gd_with_each_minibatch_size_and_correct_over_the_family():
+    tests, pairs = factor_tests(optimizer_table(), ["jacobian_norm"], n_boot=100)
+    rows = tests.set_index("contrast")
+    gd32 = rows.loc["optimizer: sgd (batch_size=32) vs gd"]
+    assert gd32["n_pairs"] == 30 and gd32["median_diff"] == pytest.approx(3.0)  # 1 + seed
+    known = [1.0 + seed for _ in range(3) for seed in range(5) for _ in range(2)]
+    assert gd32["p_value"] == pytest.approx(stats.wilcoxon(known).pvalue)
+    assert "batch_size left out" in gd32["note"]
+    augment = rows.loc["augment: False vs True"]
+    assert augment["n_pairs"] == 45 and augment["median_diff"] == pytest.approx(-0.5)
+    assert (tests["p_adjusted"] >= tests["p_value"]).all() and tests["reject"].all()
+    assert list(pairs.columns[:9]) == ["contrast", "factor", "level_a", "level_b", "indicator",
+                                       "run_id_a", "run_id_b", "value_a", "value_b"]
+    gd_pairs = pairs[pairs["contrast"] == "optimizer: sgd (batch_size=64) vs gd"]
+    assert len(gd_pairs) == 30 and gd_pairs["run_id_a"].str.startswith("sgd64").all()
+    assert (gd_pairs["run_id_a"].str[5:] == gd_pairs["run_id_b"].str[5:]).all()
+    assert pairs["width"].dtype == "Int64"  # integers stay integers next to the gaps
+
+
+def test_factor_tests_without_a_factor_says_so():
+    table = optimizer_table()
+    table = table[(table["optimizer"] == "sgd") & (table["batch_size"] == 32) & ~table["augment"]]
+    tests, pairs = factor_tests(table, ["jacobian_norm"], n_boot=100)
+    assert len(tests) == 1 and "no hyperparameter axis" in tests["note"].iloc[0]
+    assert pairs.empty
 
 
 def test_holm_matches_hand_computation_and_never_lowers_p():

@@ -17,7 +17,8 @@ returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV 
 from .correlation import correlations
 from .ellipse_order import kind_ordering
 from .granulated import granulated_kendall
-from .paired import correct_multiple, matched_pairs, paired_factor_tests
+from .paired import (correct_multiple, factor_comparisons, factor_tests, matched_pairs,
+                     paired_factor_tests)
 from .per_point import per_point_misclassification
 from .regression import ols_gap_on_log_indicator
 from .summary import summary
@@ -28,6 +29,8 @@ __all__ = [
     "converged_runs",
     "correct_multiple",
     "correlations",
+    "factor_comparisons",
+    "factor_tests",
     "granulated_kendall",
     "indicator_names",
     "kind_ordering",

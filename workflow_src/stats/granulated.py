@@ -6,6 +6,10 @@ whether the measure ranks networks that differ *only* in axis i correctly:
     ψ_i = mean over groups G of networks sharing every other axis value of τ(G),
     Ψ   = mean over axes of ψ_i.
 τ is scipy's τ-b, which equals Jiang's pair-counting τ within a group without ties.
+
+Jiang et al.'s axes are hyperparameters. Seeds are repeats, not a hyperparameter: networks
+that differ only in their seed differ in gap by noise, so ψ_seed is reported as a
+diagnostic but left out of Ψ (``not_averaged``); it still separates groups for the others.
 """
 
 from __future__ import annotations
@@ -19,24 +23,31 @@ from scipy import stats
 from ._checks import finite_xy
 
 ALL_AXES = "__all__"
+NOT_AVERAGED = ("seed",)
 COLUMNS = ["indicator", "target", "axis", "psi", "n_groups", "note"]
 
 
 def granulated_kendall(
-    table: pd.DataFrame, indicator: str, axes: Sequence[str], target: str = "gap"
+    table: pd.DataFrame, indicator: str, axes: Sequence[str], target: str = "gap",
+    not_averaged: Sequence[str] = NOT_AVERAGED,
 ) -> pd.DataFrame:
     """ψ_i for every axis in ``axes`` and Ψ (row ``axis == "__all__"``).
 
     ``axes`` are the hyperparameter columns that define the grid; networks that share the
     values of all of them except axis i form one group. A group counts towards ψ_i when
     it has at least two networks with finite values, more than one value of axis i, and
-    a defined τ (neither indicator nor target constant in it).
+    a defined τ (neither indicator nor target constant in it). Axes in ``not_averaged``
+    get their ψ_i row, with a note, but Ψ and its n_groups leave them out.
     """
     axes = list(axes)
     rows = [_axis_row(table, indicator, target, axis, axes) for axis in axes]
-    psis = [row["psi"] for row in rows if np.isfinite(row["psi"])]
+    averaged = [row for row in rows if row["axis"] not in not_averaged]
+    for row in rows:
+        if row["axis"] in not_averaged and np.isfinite(row["psi"]):
+            row["note"] = "; ".join(filter(None, [row["note"], "not averaged into Psi"]))
+    psis = [row["psi"] for row in averaged if np.isfinite(row["psi"])]
     total = {"indicator": indicator, "target": target, "axis": ALL_AXES,
-             "n_groups": sum(row["n_groups"] for row in rows)}
+             "n_groups": sum(row["n_groups"] for row in averaged)}
     if psis:
         total.update(psi=float(np.mean(psis)), note=f"mean of psi over {len(psis)} axes")
     else:

@@ -23,6 +23,11 @@ COLUMNS = [
     "median_diff", "median_diff_ci_low", "median_diff_ci_high", "rank_biserial",
     "n_boot", "confidence", "note",
 ]
+FULL_BATCH = "gd"  # full-batch gradient descent records batch_size = n_train
+NO_FACTOR = "no hyperparameter axis with exactly two values has matched pairs"
+# pairs.csv: one row per (contrast, indicator, pair); the pair's other hyperparameters follow.
+PAIR_COLUMNS = ["contrast", "factor", "level_a", "level_b", "indicator", "run_id_a",
+                "run_id_b", "value_a", "value_b"]
 
 
 def matched_pairs(
@@ -102,6 +107,82 @@ def _rank_biserial(diff: np.ndarray) -> float:
     nonzero = diff[diff != 0]
     ranks = stats.rankdata(np.abs(nonzero))
     return float((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum())
+
+
+def factor_comparisons(table: pd.DataFrame, hyperparameters: Sequence[str]):
+    """(factor, levels, contrast, subset, keys, note) for every two-valued axis of ``table``.
+
+    Every hyperparameter with exactly two values among the networks is a factor (Novak et
+    al.'s true vs random labels, augmentation, relu vs hard_sigmoid, mini-batch vs full
+    batch). Levels are sorted (False before True, low before high), full-batch gd last, so
+    differences read as level_b − level_a; ``contrast`` labels the comparison.
+
+    Full-batch gd records batch_size = n_train, so a gd network never shares its batch size
+    with its mini-batch twin: for an optimizer factor with gd as one level, batch_size is
+    dropped from the matching ``keys`` and there is one comparison per batch size of the
+    mini-batch side, on the ``subset`` of gd networks plus that batch size, with a note.
+    """
+    hyperparameters = list(hyperparameters)
+    for factor in hyperparameters:
+        values = table[factor].unique().tolist()
+        if len(values) != 2:
+            continue
+        levels = tuple(sorted(values, key=lambda v: (v == FULL_BATCH, v)))
+        if factor == "optimizer" and FULL_BATCH in levels:
+            keys = [h for h in hyperparameters if h != "batch_size"]
+            mini = table[table["optimizer"] != FULL_BATCH]
+            for size in sorted(mini["batch_size"].unique()):
+                subset = table[(table["optimizer"] == FULL_BATCH) | (table["batch_size"] == size)]
+                note = (f"batch_size left out of the matching keys (gd uses all n_train points); "
+                        f"mini-batch side batch_size={size}")
+                contrast = f"{factor}: {levels[0]} (batch_size={size}) vs {levels[1]}"
+                yield factor, levels, contrast, subset, keys, note
+        else:
+            contrast = f"{factor}: {levels[0]} vs {levels[1]}"
+            yield factor, levels, contrast, table, hyperparameters, ""
+
+
+def factor_tests(
+    table: pd.DataFrame,
+    indicators: Sequence[str],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    method: str = "holm",
+    log=lambda message: None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(tests, pairs): ``paired_factor_tests`` of every factor of ``factor_comparisons``
+    and every indicator, with ``p_adjusted``/``reject`` over the whole family (``method``,
+    alpha = 1 − confidence), and the matched pairs behind them (PAIR_COLUMNS, then the
+    pairs' other hyperparameters). Comparisons without a pair of finite values are logged
+    and left out; with none at all, ``tests`` is one row whose note says so.
+    """
+    hyperparameters = list(table.attrs["hyperparameters"])
+    tests, pairs = [], []
+    for factor, levels, contrast, subset, keys, note in factor_comparisons(table, hyperparameters):
+        for name in indicators:
+            matched = matched_pairs(subset, factor, levels, name, keys)
+            if matched.empty:
+                log(f"{contrast}: no matched pairs with finite {name}; skipped")
+                continue
+            row = paired_factor_tests(subset, factor, levels, name, keys, n_boot, confidence,
+                                      seed)
+            row["note"] = "; ".join(part for part in (row["note"].iloc[0], note) if part)
+            tests.append(row.assign(contrast=contrast))
+            pairs.append(matched.assign(factor=factor, level_a=levels[0], level_b=levels[1],
+                                        indicator=name, contrast=contrast))
+    if tests:
+        result = correct_multiple(pd.concat(tests, ignore_index=True), method, 1 - confidence)
+    else:
+        result = correct_multiple(pd.DataFrame([{"note": NO_FACTOR}], columns=COLUMNS))
+        result["contrast"] = None
+    result.insert(1, "contrast", result.pop("contrast"))
+    pair_table = (pd.concat(pairs, ignore_index=True) if pairs
+                  else pd.DataFrame(columns=PAIR_COLUMNS))
+    others = [h for h in hyperparameters if h in pair_table.columns]
+    # A factor's own column is empty in its rows; keep integers integer around those gaps.
+    integers = {h: "Int64" for h in others if pd.api.types.is_integer_dtype(table[h])}
+    return result, pair_table[PAIR_COLUMNS + others].astype(integers)
 
 
 def correct_multiple(

@@ -9,6 +9,8 @@ since the spread of the gap differs between datasets and corruptions.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
@@ -54,7 +56,14 @@ def ols_gap_on_log_indicator(
         "cov_type": "HC3",
         "note": "",
     })
-    return coefs[COLUMNS], str(result.summary())
+    return coefs[COLUMNS], _without_clock(str(result.summary()))
+
+
+def _without_clock(text: str) -> str:
+    """statsmodels stamps its summary with the date and time of the call; blank both
+    (keeping the columns aligned) so that a re-run writes the same file."""
+    return re.sub(r"^((?:Date|Time):\s+)(\S(?:\S| (?! ))*)",
+                  lambda m: m.group(1) + "-".ljust(len(m.group(2))), text, flags=re.M)
 
 
 def _usable(table: pd.DataFrame, indicator: str, target: str) -> pd.DataFrame:
