@@ -204,7 +204,12 @@ def test_learning_curve_steps_increase_and_end_at_the_result(digits):
                    optimizer="sgd", batch_size=16)
     model, result = train(run, data, CPU, log=lambda _: None)
     steps = [point["step"] for point in result.curve]
-    assert steps == list(range(5, 36, 5)) + [37]
+    assert steps == [0] + list(range(5, 36, 5)) + [37]  # step 0: the initial network
+    initial = build_model(model.spec, seed=run.seed)
+    with torch.no_grad():
+        initial_loss = F.cross_entropy(initial(torch.as_tensor(data["x_train"].values)),
+                                       torch.as_tensor(data["y_train"].values)).item()
+    assert result.curve[0]["train_loss"] == pytest.approx(initial_loss, rel=1e-5)
     assert result.steps == 37
     last = result.curve[-1]
     assert last["train_acc"] == result.train_acc and last["test_acc"] == result.test_acc
@@ -233,7 +238,7 @@ def test_small_step_budget_ends_unconverged(digits):
     assert result.status == "unconverged"
     assert result.steps == 3
     assert result.train_acc < 1.0
-    assert [point["step"] for point in result.curve] == [3]
+    assert [point["step"] for point in result.curve] == [0, 3]
 
 
 def test_label_noise_training_reports_accuracy_on_the_noisy_labels(digits):

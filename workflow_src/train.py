@@ -107,7 +107,10 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print) -> tu
     # The batch-order stream is separate from the initialisation stream (seeded on the CPU).
     generator = torch.Generator(device=device).manual_seed(run.seed + 1_000_003)
     n, batch_size = x_train.shape[0], min(run.batch_size, x_train.shape[0])
-    start, step, curve, status = time.perf_counter(), 0, [], "unconverged"
+    start, step, status = time.perf_counter(), 0, "unconverged"
+    # Step 0 is the initial network (its loss is about ln K), where learning curves start;
+    # the stopping rule is checked from the first evaluation after an update.
+    curve = [_checkpoint(model, x_train, y_train, x_test, y_test, 0, start)]
     order, cursor = torch.randperm(n, device=device, generator=generator), 0
     while step < run.max_steps:
         if cursor + batch_size > n:  # new epoch: drop the ragged tail, reshuffle
@@ -136,7 +139,7 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print) -> tu
                 status = "converged"
                 break
     final = _checkpoint(model, x_train, y_train, x_test, y_test, step, start)
-    if not curve or curve[-1]["step"] != step:
+    if curve[-1]["step"] != step:
         curve.append(final)
     if status != "diverged" and not math.isfinite(final["train_loss"]):
         status = "diverged"
