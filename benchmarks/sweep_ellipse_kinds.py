@@ -25,7 +25,6 @@ import copy
 import math
 import time
 
-import numpy as np
 import torch
 
 from workflow_src.data.acquire import acquire
