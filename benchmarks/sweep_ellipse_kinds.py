@@ -30,8 +30,7 @@ import torch
 from workflow_src.data.acquire import acquire
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.metrics.per_run import ellipse_metrics
-from workflow_src.metrics.trajectories import (ANCHOR_KINDS, choose_anchors,
-                                               ellipse_from_anchors, ellipse_points)
+from workflow_src.metrics.trajectories import ANCHOR_KINDS, draw_ellipses, ellipse_points
 from workflow_src.metrics.transitions import exact_transitions_ellipse, sampled_transitions
 from workflow_src.models import build_model
 from workflow_src.runtable import DataSpec, RunSpec
@@ -106,13 +105,10 @@ def run_setting(raw, setting: dict, per_kind: int, n_positions: int, seed: int) 
 
 def sampled_check(model, train_x, train_y, k: int = 2**16) -> list[tuple[int, int]]:
     """(sampled at k, exact) on one ellipse of each kind, both in float64."""
-    generator = torch.Generator().manual_seed(1)
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0)
     model64 = copy.deepcopy(model).double()
     pairs = []
-    for kind in ANCHOR_KINDS:
-        (p0, p1, p2), = choose_anchors(kind, train_x, train_y, 1, generator, mean, std)
-        c, a, b = (v.double() for v in ellipse_from_anchors(p0, p1, p2))
+    for ellipse in draw_ellipses(train_x, train_y, per_kind=1, seed=1)[1]:
+        c, a, b = (v.double() for v in ellipse)
         exact = exact_transitions_ellipse(model, c, a, b).count
         sampled = sampled_transitions(
             model64, lambda s: ellipse_points(c, a, b, 2 * math.pi * s), k)

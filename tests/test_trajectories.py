@@ -7,6 +7,7 @@ import torch
 
 from workflow_src.metrics.trajectories import (
     choose_anchors,
+    draw_ellipses,
     ellipse_from_anchors,
     ellipse_points,
     polygon_points,
@@ -89,3 +90,24 @@ def test_unknown_anchor_kind_is_refused():
     with pytest.raises(ValueError, match="anchor kind"):
         choose_anchors("between", x, y, 1, gen(0), 0.0, 1.0)
 
+
+
+def test_draw_ellipses_kind_major_through_anchors_of_their_kind():
+    train_x = torch.rand(30, 1, 4, 5, generator=torch.Generator().manual_seed(2),
+                         dtype=torch.float64)
+    train_y = torch.arange(30) % 3
+    kinds, ellipses = draw_ellipses(train_x, train_y, per_kind=2, seed=0)
+    assert kinds == ["random"] * 2 + ["different_class"] * 2 + ["same_class"] * 2
+    angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
+    for kind, (c, a, b) in zip(kinds, ellipses):
+        anchors = ellipse_points(c, a, b, angles)  # (3, 1, 4, 5)
+        found = [torch.nonzero((train_x - p).abs().flatten(1).amax(1) < 1e-12).flatten()
+                 for p in anchors]
+        if kind == "random":  # off the data: no anchor is a training point
+            assert all(len(f) == 0 for f in found)
+            continue
+        labels = {int(train_y[f[0]]) for f in found}
+        assert all(len(f) == 1 for f in found)
+        assert len(labels) == (3 if kind == "different_class" else 1)
+    again = draw_ellipses(train_x, train_y, per_kind=2, seed=0)[1]
+    assert all(torch.equal(u, v) for e, f in zip(ellipses, again) for u, v in zip(e, f))

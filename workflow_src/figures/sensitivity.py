@@ -161,10 +161,9 @@ def ellipse_kinds_chart(summary: pd.DataFrame, width: int, height: int) -> alt.C
     return alt.hconcat(
         panel("mean_jacobian_norm", "mean ‖∂softmax/∂x‖_F around the ellipse (log scale)"),
         panel("transitions", "exact transitions around the ellipse (count, log scale)"),
-    ).properties(title="Sensitivity on and off the data manifold (converged networks; "
-                 "faint boxes: the same networks at their initial weights)"
-                 if len(weights) > 1 else
-                 "Sensitivity on and off the data manifold (converged networks)")
+    ).properties(title="Sensitivity on and off the data manifold (converged networks"
+                 + ("; faint boxes: the same networks at their initial weights)"
+                    if len(weights) > 1 else ")"))
 
 
 def jacobian_vs_loss_chart(points: pd.DataFrame, width: int, height: int) -> alt.Chart:

@@ -18,8 +18,7 @@ import xarray as xr
 from ..models import BREAKPOINTS, MLP
 from . import bounds
 from .jacobian import jacobian_norms
-from .trajectories import (ANCHOR_KINDS, choose_anchors, ellipse_from_anchors, ellipse_points,
-                           polygon_points, translation_polygon)
+from .trajectories import draw_ellipses, ellipse_points, polygon_points, translation_polygon
 from .transitions import exact_transitions_ellipse, exact_transitions_polygon, sampled_transitions
 
 NO_PIECES = "activation {!r} is smooth: transitions are undefined and stored as NaN"
@@ -83,15 +82,8 @@ def ellipse_metrics(model: MLP, train_x: torch.Tensor, train_y: torch.Tensor, pe
     same ellipses, as ``*_init`` variables: the control that separates what training did
     from what the geometry of the anchors alone gives.
     """
-    generator = torch.Generator().manual_seed(seed)
-    pixel_mean, pixel_std = train_x.mean(dim=0), train_x.std(dim=0)  # (C, H, W)
     angles = torch.arange(n_positions, dtype=torch.float64) * (2 * math.pi / n_positions)
-    ellipses, kinds = [], []
-    for kind in ANCHOR_KINDS:
-        anchors = choose_anchors(kind, train_x, train_y, per_kind, generator, pixel_mean,
-                                 pixel_std)  # (E, 3, C, H, W)
-        ellipses += [ellipse_from_anchors(p0, p1, p2) for p0, p1, p2 in anchors]
-        kinds += [kind] * len(anchors)
+    kinds, ellipses = draw_ellipses(train_x, train_y, per_kind, seed)
     variables = {}
     networks = {"": model} if initial_model is None else {"": model, "_init": initial_model}
     for suffix, network in networks.items():

@@ -104,3 +104,19 @@ def choose_anchors(
             idx = [members[_pick_distinct(len(members), 3, generator)]]
         triples.append(train_x[torch.cat(idx)])
     return torch.stack(triples)
+
+
+def draw_ellipses(train_x: torch.Tensor, train_y: torch.Tensor, per_kind: int, seed: int):
+    """(kinds, ellipses): ``per_kind`` ellipses of each of ANCHOR_KINDS, kind-major, each as
+    (c, a, b) of ``ellipse_from_anchors``. Random anchors use the per-pixel mean and std of
+    ``train_x``; all draws come from one generator seeded with ``seed``, so the same seed
+    gives the same ellipses whichever network is measured along them."""
+    generator = torch.Generator().manual_seed(seed)
+    pixel_mean, pixel_std = train_x.mean(dim=0), train_x.std(dim=0)  # (C, H, W)
+    kinds, ellipses = [], []
+    for kind in ANCHOR_KINDS:
+        anchors = choose_anchors(kind, train_x, train_y, per_kind, generator, pixel_mean,
+                                 pixel_std)  # (E, 3, C, H, W)
+        ellipses += [ellipse_from_anchors(p0, p1, p2) for p0, p1, p2 in anchors]
+        kinds += [kind] * len(anchors)
+    return kinds, ellipses
