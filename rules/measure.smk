@@ -32,6 +32,8 @@ rule measure_translation:
     log:
         "results/logs/measure_translation/{run_id}.log",
     threads: config["training"]["threads"]
+    resources:
+        gpu=GPU,
     conda:
         ENV_TORCH
     script:
@@ -51,6 +53,8 @@ rule measure_ellipses:
     log:
         "results/logs/measure_ellipses/{run_id}.log",
     threads: config["training"]["threads"]
+    resources:
+        gpu=GPU,
     conda:
         ENV_TORCH
     script:
@@ -63,7 +67,7 @@ rule measure_bounds:
     input:
         unpack(run_inputs),
         jacobian=metric_store("jacobian"),
-        code=package_files("metrics/per_run", "metrics/bounds", "models"),
+        code=package_files("metrics/per_run", "metrics/bounds", "metrics/jacobian", "models"),
     params:
         settings=METRIC_SETTINGS["bounds"],
     log:

@@ -1,19 +1,27 @@
 """Per-point loss bounds (Novak appendix) on a network whose logit Jacobian rows are
-orthogonal with equal squared norm M: f(x) = W x with W = sqrt(M) Q, Q orthonormal rows."""
+orthogonal with equal squared norm M: f(x) = W x with W = sqrt(M) Q, Q orthonormal rows;
+and the stored bounds at points the float32 network is very sure of, against 60-digit
+decimal arithmetic."""
+
+import subprocess
+import sys
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_jacobian import (CONFIDENCES, RTOL, autograd_reference, confident_case, exact_loss,
+                           relative_error)
 from torch import nn
 
 from workflow_src.metrics.bounds import (
+    approx_from_loss,
     bound_M,
-    jacobian_norm_approx,
-    loss_bounds,
-    true_class_jacobian_norm,
+    bounds_from_loss,
 )
-from workflow_src.metrics.jacobian import jacobian_norms
+from workflow_src.metrics.jacobian import jacobian_norms, pointwise_metrics, true_class_jacobian_norm
+from workflow_src.metrics.per_run import bound_metrics
 from workflow_src.models import ModelSpec, build_model
 
 N_CLASSES, DIM, M_TRUE = 5, 12, 0.7
@@ -64,7 +72,7 @@ def test_bounds_hold_at_random_points(orthogonal_net):
     x = 3 * torch.randn(200, DIM, generator=gen(5), dtype=torch.float64)
     y = torch.randint(0, N_CLASSES, (200,), generator=gen(6))
     p, jy, _, logit_norm = loss_and_norms(orthogonal_net, x, y)
-    lower, upper = loss_bounds(p, bound_M(logit_norm, N_CLASSES), N_CLASSES)
+    lower, upper = bounds_from_loss(-np.log(p), bound_M(logit_norm, N_CLASSES), N_CLASSES)
     assert np.all(lower <= jy * (1 + 1e-12)) and np.all(jy <= upper * (1 + 1e-12))
     assert np.all(lower < upper)
 
@@ -82,9 +90,9 @@ def test_even_spread_attains_the_lower_bound_and_the_approximation(orthogonal_ne
     logits[:, 2] = levels
     x, y = logits_to_input(orthogonal_net, logits), torch.full((11,), 2)
     p, jy, softmax_norm, _ = loss_and_norms(orthogonal_net, x, y)
-    lower, _ = loss_bounds(p, M_TRUE, N_CLASSES)
+    lower, _ = bounds_from_loss(-np.log(p), M_TRUE, N_CLASSES)
     np.testing.assert_allclose(jy, lower, rtol=1e-10)
-    np.testing.assert_allclose(softmax_norm, jacobian_norm_approx(p, M_TRUE, N_CLASSES), rtol=1e-10)
+    np.testing.assert_allclose(softmax_norm, approx_from_loss(-np.log(p), M_TRUE, N_CLASSES), rtol=1e-10)
 
 
 def test_mass_on_one_other_class_approaches_the_upper_bound(orthogonal_net):
@@ -92,13 +100,68 @@ def test_mass_on_one_other_class_approaches_the_upper_bound(orthogonal_net):
     logits = torch.tensor([[1.0, 0.3, -60, -60, -60], [0.0, 2.0, -60, -60, -60]]).double()
     x, y = logits_to_input(orthogonal_net, logits), torch.zeros(2, dtype=torch.long)
     p, jy, _, _ = loss_and_norms(orthogonal_net, x, y)
-    _, upper = loss_bounds(p, M_TRUE, N_CLASSES)
+    _, upper = bounds_from_loss(-np.log(p), M_TRUE, N_CLASSES)
     np.testing.assert_allclose(jy, upper, rtol=1e-12)
 
 
 def test_formulas_by_hand():
     """n = 2, p = 1/2, M = 2: lower = upper = 2 * 1/4; the approximation is 2 p (1 - p) sqrt(M)."""
-    lower, upper = loss_bounds(0.5, 2.0, 2)
+    lower, upper = bounds_from_loss(-np.log(0.5), 2.0, 2)
     assert lower == pytest.approx(0.5) and upper == pytest.approx(0.5)
-    assert jacobian_norm_approx(0.5, 2.0, 2) == pytest.approx(2 * 0.25 * 2**0.5)
+    assert approx_from_loss(-np.log(0.5), 2.0, 2) == pytest.approx(2 * 0.25 * 2**0.5)
     assert bound_M(np.array([1.0, 3.0]), 2) == pytest.approx((1 + 9) / 2 / 2)
+
+
+def exact_bounds(loss: float, M: float, n: int):
+    """(lower, upper, approx) of the docstring's formulas in 60-digit decimal arithmetic."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        p = (-Decimal(loss)).exp()
+        q, M, n = 1 - p, Decimal(M), Decimal(n)
+        lower = (n * M / (n - 1)).sqrt() * p * q
+        upper = (2 * M).sqrt() * p * q
+        approx = M.sqrt() / (n - 1) * q * (n * n * p * p + n - 2).sqrt()
+        return float(lower), float(upper), float(approx)
+
+
+@pytest.mark.parametrize("loss", [1e-3, 1e-8, 1e-12, 1e-17, 1e-30, 0.7, 40.0])
+def test_bound_formulas_keep_their_digits_at_small_losses(loss):
+    """1 − e^{−loss} is 0 in float64 below loss ~1e-16; −expm1(−loss) is not."""
+    got = (*bounds_from_loss(np.float64(loss), 0.3, 10), approx_from_loss(np.float64(loss), 0.3, 10))
+    for value, expected in zip(got, exact_bounds(loss, 0.3, 10)):
+        assert value == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("confidence", CONFIDENCES)
+def test_stored_bounds_at_confident_points(activation, confidence):
+    """bound_metrics as rule measure_bounds runs it (loss and logit norm from the Jacobian
+    store) on the float32 network, against the float64 autograd and decimal references."""
+    model, x = confident_case(activation, confidence, seed=8)
+    logits, jf, js = autograd_reference(model, x)
+    assert jf.norm() > 0  # not a point where every unit is dead
+    top = int(logits.argmax())
+    for y in (top, (top + 1) % N_CLASSES):
+        labels = torch.tensor([y])
+        store = pointwise_metrics(model, x, labels)
+        out = bound_metrics(model, x, labels, store["loss"], store["logit_jacobian_norm"],
+                            N_CLASSES, chunk_size=4)
+        M = float(jf.norm()) ** 2 / N_CLASSES  # one point: M = ||df/dx||_F^2 / n
+        lower, upper, approx = exact_bounds(exact_loss(logits, y), M, N_CLASSES)
+        errors = {
+            "bound_M": relative_error(out["bound_M"], M),
+            "bound_lower": relative_error(out["bound_lower"][0], lower),
+            "bound_upper": relative_error(out["bound_upper"][0], upper),
+            "bound_approx": relative_error(out["bound_approx"][0], approx),
+            "jacobian_norm_true_class": relative_error(out["jacobian_norm_true_class"][0],
+                                                       js[y].norm()),
+        }
+        assert max(errors.values()) < RTOL, (y, errors)
+        assert all(out[v].dtype == np.float64 for v in errors)
+
+
+def test_bounds_module_imports_without_torch():
+    """Rule plot_bounds imports it in an environment without torch."""
+    code = "import sys; sys.modules['torch'] = None; import workflow_src.metrics.bounds"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -15,7 +15,14 @@ import xarray as xr
 
 from ..metrics import bounds
 from ..stats.tables import converged_runs
-from .common import sample_rows
+from .common import log_scale, sample_rows, tooltips
+
+# Plain-text names, since Unicode has no subscript F or y and the PNG fonts lack ₂: p is the
+# true class's probability σ_y, and ‖∂p/∂x‖ (a gradient) is its Euclidean norm.
+TRUE_CLASS = "‖∂p/∂x‖ / √M"
+FROBENIUS = "‖∂softmax/∂x‖ (Frobenius) / √M"
+LOWER, UPPER = "lower bound on ‖∂p/∂x‖", "upper bound on ‖∂p/∂x‖"
+APPROX = "approximation of the Frobenius norm"
 
 
 def bounds_table(ds: xr.Dataset, max_rows: int = 5000, seed: int = 0) -> pd.DataFrame:
@@ -32,35 +39,39 @@ def bounds_table(ds: xr.Dataset, max_rows: int = 5000, seed: int = 0) -> pd.Data
 
 
 def curves_table(loss_min: float, loss_max: float, n_classes: int) -> pd.DataFrame:
-    """Bounds and approximation with M = 1 over a log-spaced grid of losses."""
-    loss = np.geomspace(max(loss_min, 1e-6), loss_max, 200)
-    p = np.exp(-loss)
-    lower, upper = bounds.loss_bounds(p, 1.0, n_classes)
-    approx = bounds.jacobian_norm_approx(p, 1.0, n_classes)
+    """Bounds and approximation with M = 1 over a log-spaced grid of losses (nats, > 0)
+    spanning the measured points, formed from the loss so they stay exact near loss 0."""
+    loss = np.geomspace(loss_min, loss_max, 200)
+    lower, upper = bounds.bounds_from_loss(loss, 1.0, n_classes)
+    approx = bounds.approx_from_loss(loss, 1.0, n_classes)
     return pd.concat([
-        pd.DataFrame({"loss": loss, "value": lower, "curve": "lower bound on ‖J_y‖₂", "panel": "‖J_y‖₂ / √M"}),
-        pd.DataFrame({"loss": loss, "value": upper, "curve": "upper bound on ‖J_y‖₂", "panel": "‖J_y‖₂ / √M"}),
-        pd.DataFrame({"loss": loss, "value": approx, "curve": "approximation of ‖J‖_F", "panel": "‖J‖_F / √M"}),
+        pd.DataFrame({"loss": loss, "value": lower, "curve": LOWER, "panel": TRUE_CLASS}),
+        pd.DataFrame({"loss": loss, "value": upper, "curve": UPPER, "panel": TRUE_CLASS}),
+        pd.DataFrame({"loss": loss, "value": approx, "curve": APPROX, "panel": FROBENIUS}),
     ], ignore_index=True)
 
 
 def bounds_chart(points: pd.DataFrame, n_classes: int, width: int, height: int) -> alt.Chart:
     """Two panels: measured ‖J_y‖₂/√M with its bounds, measured ‖J‖_F/√M with its approximation."""
     curves = curves_table(points["loss"].min(), points["loss"].max(), n_classes)
-    x = alt.X("loss:Q", scale=alt.Scale(type="log"), title="test loss at the point (nats, log scale)")
-    colours = alt.Scale(domain=["lower bound on ‖J_y‖₂", "upper bound on ‖J_y‖₂",
-                                "approximation of ‖J‖_F"], range=["#0072B2", "#D55E00", "#000000"])
+    x = alt.X("loss:Q", title="test loss at the point (nats, log scale)",
+              **log_scale(points["loss"]))
+    colours = alt.Scale(domain=[LOWER, UPPER, APPROX], range=["#0072B2", "#D55E00", "#000000"])
 
     def panel(field, name):
+        # The axis follows the measured points; curves beyond it are clipped.
         dots = alt.Chart(points).mark_circle(size=12, opacity=0.45, color="#555555").encode(
-            x=x, y=alt.Y(f"{field}:Q", scale=alt.Scale(type="log"), title=f"{name} (log scale)"),
-            tooltip=["run_id", "loss", field])
-        lines = alt.Chart(curves[curves["panel"] == name]).mark_line(strokeWidth=2).encode(
-            x=x, y=alt.Y("value:Q"), color=alt.Color("curve:N", scale=colours, title="curve"))
+            x=x, y=alt.Y(f"{field}:Q", title=f"{name} (log scale)", **log_scale(points[field])),
+            tooltip=tooltips(points, ["run_id", "loss", field]))
+        lines = alt.Chart(curves[curves["panel"] == name]).mark_line(
+            strokeWidth=2, clip=True).encode(
+            x=x, y=alt.Y("value:Q"), color=alt.Color("curve:N", scale=colours, title="curve",
+                                                     legend=alt.Legend(labelLimit=300)))
         return (dots + lines).properties(width=width, height=height, title=name)
 
     inside = points["within_bounds"].mean()
     return alt.hconcat(
-        panel("true_class_norm", "‖J_y‖₂ / √M"), panel("frobenius_norm", "‖J‖_F / √M"),
-    ).properties(title=f"Jacobian norms vs loss with the bounds of Novak et al. "
-                       f"({inside:.0%} of points within the ‖J_y‖₂ bounds)")
+        panel("true_class_norm", TRUE_CLASS), panel("frobenius_norm", FROBENIUS),
+    ).properties(title=[f"Jacobian norms vs loss with the bounds of Novak et al. ({inside:.0%} "
+                        f"of points within the bounds on ‖∂p/∂x‖)",
+                        "p: the network's probability of the true class"])
