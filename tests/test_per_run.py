@@ -158,3 +158,60 @@ def test_sampled_estimator_runs_in_float64_for_float32_networks():
         vertices = translation_polygon(image)
         expected = sampled_transitions(model64, lambda s: polygon_points(vertices, s), 512)
         assert out["transitions_sampled"].values[i] == expected
+
+
+def _near_breakpoint_float32_net(image, width=16, eps=1e-5, seed=0):
+    """A float32 one-layer relu net whose units stay within ~eps of 0 along the translation
+    polygon of ``image`` (1, 4, 5): each weight row is constant along the image's width
+    (so shifts leave that part unchanged) plus eps noise, and the bias centres the unit.
+    Returns the net and the exact count by hand from the vertices (one hidden layer is
+    affine along each segment: one crossing per sign change), in float64."""
+    rng = np.random.default_rng(seed)
+    rows = rng.uniform(0.5, 1.5, (width, 1, 4, 1)) * np.ones((1, 1, 1, 5))
+    weight = (rows + eps * rng.standard_normal((width, 1, 4, 5))).reshape(width, -1)
+    weight = weight.astype(np.float32).astype(np.float64)
+    shifts = np.stack([np.roll(image.numpy().astype(np.float64), i, axis=-1).ravel()
+                       for i in range(image.shape[-1])])  # (W, d) the polygon's vertices
+    bias = (-(shifts @ weight.T).mean(axis=0)).astype(np.float32).astype(np.float64)
+    model = build_model(ModelSpec((1, 4, 5), 3, width, 1, "relu"), seed)  # float32
+    with torch.no_grad():
+        model.hidden[0].weight.copy_(torch.from_numpy(weight))
+        model.hidden[0].bias.copy_(torch.from_numpy(bias))
+    on = shifts @ weight.T + bias > 0  # (W, U)
+    return model, int((on != np.roll(on, -1, axis=0)).sum())
+
+
+# With pixels in multiples of 1/8 and k = 2^12, every sample (1 - t) v_i + t v_{i+1}
+# (t a multiple of 2^-12) is exact in float32, so only the model's arithmetic can round
+# ("dyadic"); generic pixels would also round float32 points by ~1e-7, which is why
+# translation_metrics samples a float64 polygon.
+@pytest.mark.parametrize("pixels", ["dyadic", "generic"])
+def test_translation_sampled_equals_exact_near_breakpoints_for_float32_networks(pixels):
+    """At k = 2^12 a unit's pre-activation moves ~eps * 5 / k ~ 1e-8 between samples:
+    float64 sampling resolves every crossing, float32 rounding (~1e-7) flips units back
+    and forth around them, so only a float64 estimator gives sampled == exact here."""
+    x = torch.rand(2, 1, 4, 5, generator=torch.Generator().manual_seed(0))  # float32
+    if pixels == "dyadic":
+        x = torch.round(8 * x) / 8
+    for image in x:
+        model, expected = _near_breakpoint_float32_net(image)
+        out = translation_metrics(model, image[None], k_sampled=2**12, jacobian_positions=4,
+                                  chunk_size=64)
+        assert expected > 0 and out["transitions_exact"].values[0] == expected
+        assert out["transitions_sampled"].values[0] == expected
+
+
+def test_tanh_ellipses_store_nan_transitions_with_a_note():
+    train_x, train_y = _images(30, seed=1), torch.arange(30) % 3
+    model, initial = _net("tanh"), _net("tanh", seed=3)
+    out = ellipse_metrics(model, train_x, train_y, per_kind=2, n_positions=6, seed=0,
+                          chunk_size=5, initial_model=initial)
+    for suffix in ("", "_init"):
+        assert out[f"ellipse_transitions{suffix}"].dims == ("ellipse",)
+        assert np.isnan(out[f"ellipse_transitions{suffix}"].values).all()
+        profile = out[f"ellipse_jacobian_norm{suffix}"].values
+        assert profile.shape == (6, 6) and np.isfinite(profile).all() and (profile > 0).all()
+    assert "tanh" in out.attrs["note"] and "NaN" in out.attrs["note"]
+    relu = ellipse_metrics(_net(), train_x, train_y, per_kind=2, n_positions=6, seed=0,
+                           chunk_size=5)
+    assert "note" not in relu.attrs and np.isfinite(relu["ellipse_transitions"]).all()

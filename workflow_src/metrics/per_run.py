@@ -17,9 +17,9 @@ import xarray as xr
 
 from ..models import BREAKPOINTS, MLP
 from . import bounds
-from .jacobian import jacobian_norms
+from .jacobian import jacobian_norms, true_class_jacobian_norm
 from .trajectories import draw_ellipses, ellipse_points, polygon_points, translation_polygon
-from .transitions import exact_transitions_ellipse, exact_transitions_polygon, sampled_transitions
+from .transitions import exact_transitions_ellipses, exact_transitions_polygons, sampled_transitions
 
 NO_PIECES = "activation {!r} is smooth: transitions are undefined and stored as NaN"
 ANCHOR_ANGLES = (0.0, 2 * math.pi / 3, 4 * math.pi / 3)  # where the ellipse meets p0, p1, p2
@@ -42,21 +42,20 @@ def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
     trajectory_jacobian_norm is ‖J‖_F averaged over ``jacobian_positions`` equally spaced
     points of the polygon (the vertices and the points between them).
     """
-    exact, sampled, mean_jac = [], [], []
+    sampled, mean_jac = [], []
     s_jac = torch.arange(jacobian_positions, dtype=torch.float64) / jacobian_positions
-    # The sampled estimator runs in float64 like the exact walk: in float32, neighbouring
-    # samples 2^-20 apart let rounding flip a unit that sits on a breakpoint, and the
-    # estimate can then exceed the exact count.
+    # The sampled estimator runs in float64 like the exact walk, network and points alike:
+    # in float32, neighbouring samples 2^-20 apart let rounding flip a unit that sits on a
+    # breakpoint, and the estimate can then exceed the exact count.
     model64 = copy.deepcopy(model).double()
-    for image in x:
-        vertices = translation_polygon(image)  # (W, C, H, W)
-        if _has_pieces(model):
-            exact.append(exact_transitions_polygon(model, vertices).count)
-            sampled.append(sampled_transitions(
-                model64, lambda s, v=vertices: polygon_points(v, s), k_sampled))
-        else:
-            exact.append(np.nan)
-            sampled.append(np.nan)
+    polygons = [translation_polygon(image) for image in x]  # P of (W, C, H, W)
+    # Every point's polygon walked in lockstep: one batched region pass per step.
+    exact = ([walk.count for walk in exact_transitions_polygons(model, polygons)]
+             if _has_pieces(model) else [np.nan] * len(polygons))
+    for vertices in polygons:
+        sampled.append(sampled_transitions(
+            model64, lambda s, v=vertices.double(): polygon_points(v, s), k_sampled)
+            if _has_pieces(model) else np.nan)
         points = polygon_points(vertices, s_jac)  # (J, C, H, W)
         mean_jac.append(float(jacobian_norms(model, points, chunk_size)[0].mean()))
     return xr.Dataset(
@@ -100,30 +99,32 @@ def ellipse_metrics(model: MLP, train_x: torch.Tensor, train_y: torch.Tensor, pe
 
 def _along_ellipses(model: MLP, ellipses, angles, dtype, chunk_size):
     """‖J‖_F at every angle (E, n_positions) and exact transitions (E,) of each (c, a, b)."""
-    profiles, counts = [], []
-    for c, a, b in ellipses:
-        points = ellipse_points(c, a, b, angles).to(dtype)  # (n_positions, C, H, W)
-        profiles.append(jacobian_norms(model, points, chunk_size)[0].cpu().numpy())
-        counts.append(exact_transitions_ellipse(model, c, a, b).count
-                      if _has_pieces(model) else np.nan)
+    profiles = [jacobian_norms(model, ellipse_points(c, a, b, angles).to(dtype), chunk_size)[0]
+                .cpu().numpy() for c, a, b in ellipses]  # E of (n_positions,)
+    if _has_pieces(model):  # every ellipse walked in lockstep
+        centers, a, b = (torch.stack(parts) for parts in zip(*ellipses))  # (E, C, H, W) each
+        counts = [walk.count for walk in exact_transitions_ellipses(model, centers, a, b)]
+    else:
+        counts = [np.nan] * len(ellipses)
     return np.stack(profiles), np.asarray(counts, dtype=float)
 
 
 def bound_metrics(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: np.ndarray,
                   logit_jacobian_norm: np.ndarray, n_classes: int,
                   chunk_size: int) -> xr.Dataset:
-    """Measured ‖J_y‖₂ against the per-point loss bounds (Novak, appendix; STUDY.md §4).
+    """Measured ‖J_y‖₂ against the per-point loss bounds (Novak, appendix; docs/science.md §4).
 
-    loss and logit_jacobian_norm (P,) come from the Jacobian store of the same points.
+    loss (nats) and logit_jacobian_norm (P,) come from the Jacobian store of the same points;
+    the bounds take the loss itself, so that 1 − σ_y keeps its digits at confident points.
     """
-    p = np.exp(-loss.astype(np.float64))  # σ_y
-    M = bounds.bound_M(logit_jacobian_norm.astype(np.float64), n_classes)
-    lower, upper = bounds.loss_bounds(p, M, n_classes)
-    measured = bounds.true_class_jacobian_norm(model, x, y, chunk_size).cpu().numpy().astype(np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    M = bounds.bound_M(logit_jacobian_norm, n_classes)
+    lower, upper = bounds.bounds_from_loss(loss, M, n_classes)
+    measured = true_class_jacobian_norm(model, x, y, chunk_size).cpu().numpy()
     return xr.Dataset(
         {"jacobian_norm_true_class": ("point", measured),
          "bound_lower": ("point", lower), "bound_upper": ("point", upper),
-         "bound_approx": ("point", bounds.jacobian_norm_approx(p, M, n_classes)),
+         "bound_approx": ("point", bounds.approx_from_loss(loss, M, n_classes)),
          # float so that runs with fewer points can be NaN-padded in the aggregate
          "within_bounds": ("point", ((measured >= lower) & (measured <= upper)).astype(float)),
          "bound_M": ((), M),
