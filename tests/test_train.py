@@ -1,6 +1,7 @@
-"""Networks (STUDY.md §3) and the training loop, on tiny digits subsets."""
+"""Networks (docs/science.md §3) and the training loop, on tiny digits subsets."""
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -19,10 +20,19 @@ from workflow_src.models import (
     save_model,
 )
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import MAX_SHIFT, OPTIMIZERS, augment, make_optimizer, train
+from workflow_src.train import (
+    EVAL_CHUNK,
+    MAX_SHIFT,
+    OPTIMIZERS,
+    TrainResult,
+    augment,
+    evaluate,
+    make_optimizer,
+    train,
+)
 
 CPU = torch.device("cpu")
-# Independent definitions of PyTorch's activations (STUDY.md §3).
+# Independent definitions of PyTorch's activations (docs/science.md §3).
 REFERENCE_ACTIVATION = {
     "relu": lambda z: z.clamp(min=0),
     "relu6": lambda z: z.clamp(0, 6),
@@ -287,6 +297,109 @@ def test_unknown_optimizer_is_refused():
     model = build_model(ModelSpec((2,), 2, 2, 1, "relu"), 0)
     with pytest.raises(ValueError):
         make_optimizer("lbfgs-typo", model.parameters(), 0.1)
+
+
+# --- exact accuracies, evaluation in chunks, full-batch gd -------------------------------
+
+def result_with_counts(train_correct, n_train, test_correct, n_test):
+    return TrainResult("converged", 10, train_correct, n_train, test_correct, n_test,
+                       train_loss=0.1, seconds=1.0)
+
+
+def test_equal_count_differences_give_bit_equal_gaps():
+    """24 of 100 points apart, whatever the accuracies: one float, 0.24 (the double nearest
+    24/100). Subtracting the rounded accuracies gives 0.2400000000000001 for 80 - 56."""
+    pairs = [(100, 76), (90, 66), (80, 56), (56, 32), (24, 0), (70, 46)]
+    gaps = {result_with_counts(c_train, 100, c_test, 100).gap for c_train, c_test in pairs}
+    assert gaps == {0.24}
+    assert len({c_train / 100 - c_test / 100 for c_train, c_test in pairs}) > 1  # the old way
+    # Different split sizes, same fraction: 148/200 - 50/100 = 24/100.
+    assert result_with_counts(148, 200, 50, 100).gap == 0.24
+    negative = result_with_counts(3, 4, 7, 8)  # 6/8 - 7/8
+    assert negative.gap == -0.125 and negative.train_acc == 0.75 and negative.test_acc == 0.875
+
+
+def test_training_records_the_counts_behind_its_accuracies(digits):
+    data = make_corrupted(digits, data_spec())
+    model, result = train(run_spec(data_spec(), max_steps=30), data, CPU, log=lambda _: None)
+    with torch.no_grad():
+        train_pred = model(torch.as_tensor(data["x_train"].values)).argmax(1).numpy()
+        test_pred = model(torch.as_tensor(data["x_test"].values)).argmax(1).numpy()
+    assert (result.n_train, result.n_test) == (100, 50)
+    assert result.train_correct == int(np.sum(train_pred == data["y_train"].values))
+    assert result.test_correct == int(np.sum(test_pred == data["y_test"].values))
+    assert result.train_acc == result.train_correct / 100
+    assert result.gap == float(Fraction(result.train_correct, 100)
+                               - Fraction(result.test_correct, 50))
+
+
+@pytest.mark.parametrize("n_points", [EVAL_CHUNK - 1, EVAL_CHUNK, EVAL_CHUNK + 1,
+                                      2 * EVAL_CHUNK + 8])
+def test_evaluate_across_its_chunk_boundary_equals_one_float64_pass(n_points):
+    """Against logits of all points in one pass and a log-softmax written out; every point
+    counts once, so a chunk loop that skips or repeats one point moves the loss by ~1/N."""
+    spec = ModelSpec((5,), 3, width=6, depth=1, activation="tanh")
+    model = build_model(spec, 0).double()
+    gen = torch.Generator().manual_seed(n_points)
+    x = 3 * torch.randn(n_points, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (n_points,), generator=gen)
+    with torch.no_grad():
+        logits = model(x)
+    log_softmax = logits - logits.exp().sum(1, keepdim=True).log()
+    expected_loss = -log_softmax[torch.arange(n_points), y].sum().item() / n_points
+    expected_correct = int((logits.argmax(1) == y).sum())
+    loss, correct = evaluate(model, x, y)
+    assert correct == expected_correct and 0 < correct < n_points
+    assert loss == pytest.approx(expected_loss, rel=1e-12, abs=0)
+
+
+def float64_digits(digits, spec):
+    data = make_corrupted(digits, spec)
+    return data.assign(x_train=data["x_train"].astype("float64"),
+                       x_test=data["x_test"].astype("float64"))
+
+
+def test_full_batch_gd_is_gradient_descent_on_the_whole_training_set(digits):
+    """Five steps of train() with gd against a loop written out in float64: forward pass as
+    matrix products, the mean cross-entropy over all 100 points, w <- w - lr * grad."""
+    data = float64_digits(digits, data_spec())
+    run = run_spec(data_spec(), optimizer="gd", learning_rate=0.5, batch_size=100,
+                   max_steps=5, eval_every=100, width=16, depth=2)
+    model, result = train(run, data, CPU, log=lambda _: None)
+    assert result.steps == 5
+    params = [p.detach().clone().double().requires_grad_()
+              for p in build_model(model.spec, seed=run.seed).parameters()]
+    x = torch.as_tensor(data["x_train"].values).reshape(100, -1)
+    y = torch.as_tensor(data["y_train"].values)
+    for _ in range(5):
+        h = x
+        for w, b in zip(params[0:-2:2], params[1:-2:2]):
+            h = (h @ w.T + b).clamp(min=0)
+        logits = h @ params[-2].T + params[-1]
+        log_softmax = logits - logits.exp().sum(1, keepdim=True).log()
+        loss = -log_softmax[torch.arange(100), y].mean()
+        grads = torch.autograd.grad(loss, params)
+        params = [(p - 0.5 * g).detach().requires_grad_() for p, g in zip(params, grads)]
+    for got, want in zip(model.parameters(), params):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_full_batch_gd_sums_in_the_same_order_every_step(digits):
+    """Bit for bit the same as torch's own ops on the points in their stored order: a
+    reshuffle between steps would change the order of the gradient sums and the bits."""
+    data = float64_digits(digits, data_spec())
+    run = run_spec(data_spec(), optimizer="gd", learning_rate=0.5, batch_size=100,
+                   max_steps=6, eval_every=100, width=16)
+    model, _ = train(run, data, CPU, log=lambda _: None)
+    reference = build_model(model.spec, seed=run.seed).double()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    x, y = torch.as_tensor(data["x_train"].values), torch.as_tensor(data["y_train"].values)
+    for _ in range(6):
+        optimizer.zero_grad()
+        F.cross_entropy(reference(x), y).backward()
+        optimizer.step()
+    for got, want in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(got, want)
 
 
 # --- augmentation ----------------------------------------------------------------------

@@ -2,8 +2,13 @@
 
 The whole dataset sits on the device as one tensor; a batch is a slice of a ``randperm``
 drawn from the run's own generator, and augmentation works on whole batches with tensor
-ops (the airbench pattern). A network that misses the target accuracy is kept and marked
+ops (the airbench pattern). Full-batch ``gd`` uses the whole training set in its stored
+order at every step. A network that misses the target accuracy is kept and marked
 ``unconverged``; a non-finite loss stops it as ``diverged`` without stopping the study.
+
+Accuracies and the gap come from integer counts, so two networks with equal counts get
+bit-equal numbers (Kendall's tau must see a tie as a tie). The network takes the dtype of
+the data's ``x_train``: float32 from stage 2; tests pass float64 data to compare in float64.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -28,15 +34,46 @@ EVAL_CHUNK = 4096  # points per forward pass when evaluating a whole split
 class TrainResult:
     status: str  # converged | unconverged | diverged
     steps: int
-    train_acc: float  # on the training set as the network saw it (corrupted labels included)
-    test_acc: float
-    train_loss: float
+    train_correct: int  # against the labels trained on (corrupted labels included)
+    n_train: int
+    test_correct: int
+    n_test: int
+    train_loss: float  # mean cross-entropy on the training set, nats
     seconds: float
     curve: list[dict] = field(default_factory=list)  # step, train_loss, train_acc, test_acc, seconds
 
     @property
+    def train_acc(self) -> float:
+        return self.train_correct / self.n_train  # one correctly rounded division
+
+    @property
+    def test_acc(self) -> float:
+        return self.test_correct / self.n_test
+
+    @property
     def gap(self) -> float:
-        return self.train_acc - self.test_acc
+        """train_acc - test_acc, rounded once from the exact fraction, so that equal
+        fractions (24/100 from 100 - 76 or from 80 - 56) give the same float."""
+        return float(Fraction(self.train_correct, self.n_train)
+                     - Fraction(self.test_correct, self.n_test))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One full evaluation of a network on both splits."""
+
+    step: int
+    train_loss: float
+    train_correct: int
+    n_train: int
+    test_correct: int
+    n_test: int
+    seconds: float
+
+    def curve_point(self) -> dict:
+        return {"step": self.step, "train_loss": self.train_loss,
+                "train_acc": self.train_correct / self.n_train,
+                "test_acc": self.test_correct / self.n_test, "seconds": self.seconds}
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -64,29 +101,58 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     x: (B, C, H, W). One shift and one flip decision per image, applied with a gather.
     """
+    return apply_augmentation(x, *draw_augmentation(x.shape[0], x.device, generator))
+
+
+def draw_augmentation(b: int, device, generator: torch.Generator):
+    """The random draws of ``augment`` for b images, in the generator order it uses:
+    (dy, dx) of shape (B, 1) each, in [-MAX_SHIFT, MAX_SHIFT] px, then flip (B,) bool."""
+    dy, dx = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (2, b, 1), device=device,
+                           generator=generator)
+    flip = torch.rand(b, device=device, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def apply_augmentation(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+                       flip: torch.Tensor) -> torch.Tensor:
+    """out[i, :, r, c] = x[i, :, r + dy_i, c + dx_i] (zero outside), mirrored if flip_i."""
     b, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (MAX_SHIFT,) * 4)  # (B, C, H+2s, W+2s)
-    dy, dx = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (2, b, 1), device=dev, generator=generator)
     rows = torch.arange(h, device=dev)[None, :] + MAX_SHIFT + dy  # (B, H)
     cols = torch.arange(w, device=dev)[None, :] + MAX_SHIFT + dx  # (B, W)
     batch = torch.arange(b, device=dev)[:, None, None]
     shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     shifted = shifted.permute(0, 3, 1, 2)
-    flip = torch.rand(b, device=dev, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], shifted.flip(-1), shifted)
 
 
+def epoch_order(n: int, full_batch: bool, device, generator: torch.Generator) -> torch.Tensor:
+    """The order of the n training points for the next epoch: a permutation from the run's
+    generator, or for full-batch gd the stored order, so every step sums the same way."""
+    if full_batch:
+        return torch.arange(n, device=device)
+    return torch.randperm(n, device=device, generator=generator)
+
+
+def batch_generator(run: RunSpec, device) -> torch.Generator:
+    """The run's batch-order and augmentation stream, separate from the initialisation
+    stream (which build_model seeds on the CPU)."""
+    return torch.Generator(device=device).manual_seed(run.seed + 1_000_003)
+
+
 @torch.no_grad()
-def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a whole split, in chunks."""
+def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    """(mean cross-entropy in nats, number of correctly classified points) over a whole
+    split, EVAL_CHUNK points per forward pass."""
     total_loss, total_correct = 0.0, 0
     for start in range(0, x.shape[0], EVAL_CHUNK):
         logits = model(x[start:start + EVAL_CHUNK])
         yb = y[start:start + EVAL_CHUNK]
-        total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        total_correct += (logits.argmax(1) == yb).sum().item()
-    return total_loss / x.shape[0], total_correct / x.shape[0]
+        # float64: a fitted network's per-point losses (~1e-8 and below) vanish in float32.
+        total_loss += F.cross_entropy(logits.double(), yb, reduction="sum").item()
+        total_correct += int((logits.argmax(1) == yb).sum().item())
+    return total_loss / x.shape[0], total_correct
 
 
 def model_spec_for(run: RunSpec, data: xr.Dataset) -> ModelSpec:
@@ -103,18 +169,24 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print) -> tu
     x_test = torch.as_tensor(data["x_test"].values, device=device)
     y_test = torch.as_tensor(data["y_test"].values, device=device)
     model = build_model(model_spec_for(run, data), seed=run.seed, device=device)
+    model = model.to(x_train.dtype)  # a no-op for stage 2's float32 data
     optimizer = make_optimizer(run.optimizer, model.parameters(), run.learning_rate)
-    # The batch-order stream is separate from the initialisation stream (seeded on the CPU).
-    generator = torch.Generator(device=device).manual_seed(run.seed + 1_000_003)
-    n, batch_size = x_train.shape[0], min(run.batch_size, x_train.shape[0])
+    generator = batch_generator(run, device)
+    full_batch = run.optimizer == "gd"
+    n = x_train.shape[0]
+    batch_size = n if full_batch else min(run.batch_size, n)
     start, step, status = time.perf_counter(), 0, "unconverged"
+
+    def checkpoint(at_step: int) -> Checkpoint:
+        return _checkpoint(model, x_train, y_train, x_test, y_test, at_step, start)
+
     # Step 0 is the initial network (its loss is about ln K), where learning curves start;
     # the stopping rule is checked from the first evaluation after an update.
-    curve = [_checkpoint(model, x_train, y_train, x_test, y_test, 0, start)]
-    order, cursor = torch.randperm(n, device=device, generator=generator), 0
+    curve = [checkpoint(0)]
+    order, cursor = epoch_order(n, full_batch, device, generator), 0
     while step < run.max_steps:
         if cursor + batch_size > n:  # new epoch: drop the ragged tail, reshuffle
-            order, cursor = torch.randperm(n, device=device, generator=generator), 0
+            order, cursor = epoch_order(n, full_batch, device, generator), 0
         idx = order[cursor:cursor + batch_size]
         cursor += batch_size
         xb = augment(x_train[idx], generator) if run.augment else x_train[idx]
@@ -127,29 +199,50 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print) -> tu
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % run.eval_every == 0 or step == run.max_steps:
-            point = _checkpoint(model, x_train, y_train, x_test, y_test, step, start)
+        if is_eval_step(run, step):
+            point = checkpoint(step)
             curve.append(point)
-            log(f"step {step}: train loss {point['train_loss']:.4g}, train acc "
-                f"{point['train_acc']:.4f}, test acc {point['test_acc']:.4f}")
-            if not math.isfinite(point["train_loss"]):
-                status = "diverged"
+            log(describe(point))
+            decided = stop_status(run, point)
+            if decided:
+                status = decided
                 break
-            if point["train_acc"] >= run.target_train_acc:
-                status = "converged"
-                break
-    final = _checkpoint(model, x_train, y_train, x_test, y_test, step, start)
-    if curve[-1]["step"] != step:
+    return model, finish(status, step, curve, checkpoint(step))
+
+
+def is_eval_step(run: RunSpec, step: int) -> bool:
+    return step % run.eval_every == 0 or step == run.max_steps
+
+
+def stop_status(run: RunSpec, point: Checkpoint) -> str | None:
+    """What an evaluation after an update decides: 'diverged', 'converged', or go on."""
+    if not math.isfinite(point.train_loss):
+        return "diverged"
+    if point.train_correct / point.n_train >= run.target_train_acc:
+        return "converged"
+    return None
+
+
+def finish(status: str, step: int, curve: list[Checkpoint], final: Checkpoint) -> TrainResult:
+    """The result of a network that stopped after ``step`` updates with ``status``;
+    ``final`` is its evaluation at that point, added to the curve unless already there."""
+    if curve[-1].step != step:
         curve.append(final)
-    if status != "diverged" and not math.isfinite(final["train_loss"]):
+    if status != "diverged" and not math.isfinite(final.train_loss):
         status = "diverged"
-    result = TrainResult(status, step, final["train_acc"], final["test_acc"],
-                         final["train_loss"], final["seconds"], curve)
-    return model, result
+    return TrainResult(status, step, final.train_correct, final.n_train, final.test_correct,
+                       final.n_test, final.train_loss, final.seconds,
+                       [point.curve_point() for point in curve])
 
 
-def _checkpoint(model, x_train, y_train, x_test, y_test, step, start) -> dict:
-    train_loss, train_acc = evaluate(model, x_train, y_train)
-    _, test_acc = evaluate(model, x_test, y_test)
-    return {"step": step, "train_loss": train_loss, "train_acc": train_acc,
-            "test_acc": test_acc, "seconds": time.perf_counter() - start}
+def describe(point: Checkpoint) -> str:
+    values = point.curve_point()
+    return (f"step {point.step}: train loss {point.train_loss:.4g}, train acc "
+            f"{values['train_acc']:.4f}, test acc {values['test_acc']:.4f}")
+
+
+def _checkpoint(model, x_train, y_train, x_test, y_test, step, start) -> Checkpoint:
+    train_loss, train_correct = evaluate(model, x_train, y_train)
+    _, test_correct = evaluate(model, x_test, y_test)
+    return Checkpoint(step, train_loss, train_correct, x_train.shape[0], test_correct,
+                      x_test.shape[0], time.perf_counter() - start)

@@ -1,0 +1,317 @@
+"""Train K networks of one shape at once, as one stacked ensemble.
+
+Member k is exactly the network ``train.train`` would train alone: the same initial weights
+(``build_model(spec, seed)``), its own generator for batch order and augmentation, seeded
+and drawn from in ``train.train``'s order, its own learning rate, dataset (label noise and
+pixel corruptions may differ) and stopping rule (target, max_steps, eval_every). What the
+members share is what makes their tensors stack: architecture, optimizer kind, batch size,
+augmentation on or off, input shape and the sizes of both splits.
+
+Each parameter is stacked over members, a weight as (K, out, in), and the layers run as
+batched matmuls. The optimizers are torch.optim's update rules written out with a (K,)
+learning rate. A member that stops (converged, out of steps, or diverged) leaves the stack
+with its weights as they are: it stops changing at that step, costs nothing afterwards, and
+a non-finite member cannot reach the others. Curves' ``seconds`` count from the start of
+the whole ensemble.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from .models import ACTIVATIONS, MLP, ModelSpec, build_model
+from .runtable import RunSpec
+from .train import (
+    EVAL_CHUNK,
+    OPTIMIZERS,
+    Checkpoint,
+    TrainResult,
+    apply_augmentation,
+    batch_generator,
+    describe,
+    draw_augmentation,
+    epoch_order,
+    finish,
+    is_eval_step,
+    model_spec_for,
+    stop_status,
+)
+
+# Run settings all members must share for their tensors to stack.
+SHARED_SETTINGS = ("width", "depth", "activation", "bias", "optimizer", "batch_size",
+                   "augment")
+# Gathered input values per evaluation pass, over all members (2^25 floats: 128 MiB in
+# float32), so evaluating thousands of members stays within memory.
+EVAL_BUDGET = 2 ** 25
+# torch.optim's defaults, which train.make_optimizer uses.
+MOMENTUM = 0.9
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+RMSPROP_ALPHA, RMSPROP_EPS = 0.99, 1e-8
+
+
+class StackedOptimizer:
+    """torch.optim's update rule for every member (row) of stacked parameters at once.
+
+    ``lr`` is (K,): one learning rate per member. The formulas follow torch's single-tensor
+    implementations step for step: SGD; SGD with momentum 0.9 (dampening 0, no Nesterov,
+    first buffer = first gradient); Adam (betas (0.9, 0.999), eps 1e-8, bias-corrected,
+    eps added after the square root); RMSprop (alpha 0.99, eps 1e-8, not centred).
+    All members take their updates together, so one update count serves them all.
+    """
+
+    def __init__(self, kind: str, lr: torch.Tensor):
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"optimizer {kind!r} is not one of {OPTIMIZERS}")
+        self.kind, self.lr, self.updates = kind, lr, 0
+        self.state: dict[tuple[str, str], torch.Tensor] = {}  # (parameter, slot) -> (K, ...)
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+        self.updates += 1
+        rule = {"sgd": self._sgd, "gd": self._sgd, "momentum": self._momentum,
+                "adam": self._adam, "rmsprop": self._rmsprop}[self.kind]
+        for name, param in params.items():
+            lr = self.lr.view(-1, *[1] * (param.dim() - 1))  # (K, 1, ...) against (K, ...)
+            param.sub_(rule(name, grads[name], lr))
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these members (rows), e.g. when others stop."""
+        self.lr = self.lr[rows]
+        self.state = {key: value[rows] for key, value in self.state.items()}
+
+    def _sgd(self, name, grad, lr):
+        return lr * grad
+
+    def _momentum(self, name, grad, lr):
+        buf = self.state.get((name, "momentum_buffer"))
+        buf = grad.clone() if buf is None else buf.mul_(MOMENTUM).add_(grad)
+        self.state[(name, "momentum_buffer")] = buf
+        return lr * buf
+
+    def _adam(self, name, grad, lr):
+        beta1, beta2 = ADAM_BETAS
+        exp_avg = self.state.setdefault((name, "exp_avg"), torch.zeros_like(grad))
+        exp_avg_sq = self.state.setdefault((name, "exp_avg_sq"), torch.zeros_like(grad))
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1 ** self.updates
+        bias_correction2 = 1 - beta2 ** self.updates
+        denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(ADAM_EPS)
+        return (lr / bias_correction1) * exp_avg / denom
+
+    def _rmsprop(self, name, grad, lr):
+        square_avg = self.state.setdefault((name, "square_avg"), torch.zeros_like(grad))
+        square_avg.mul_(RMSPROP_ALPHA).addcmul_(grad, grad, value=1 - RMSPROP_ALPHA)
+        return lr * grad / square_avg.sqrt().add_(RMSPROP_EPS)
+
+
+def stack_parameters(models: list[MLP]) -> dict[str, torch.Tensor]:
+    """name -> parameter of every model stacked on a new first axis, as leaves for autograd."""
+    return {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
+            .requires_grad_() for name, _ in models[0].named_parameters()}
+
+
+def stacked_forward(params: dict[str, torch.Tensor], spec: ModelSpec,
+                    x: torch.Tensor) -> torch.Tensor:
+    """MLP.forward for every member: x (K, B, C, H, W) or (K, B, d) -> logits (K, B, classes),
+    member k with its own parameters params[name][k]."""
+    activation = ACTIVATIONS[spec.activation]()
+    h = x.flatten(start_dim=2)
+    for layer in [f"hidden.{i}" for i in range(spec.depth)]:
+        h = activation(_linear(h, params, layer))
+    return _linear(h, params, "readout")
+
+
+def _linear(h: torch.Tensor, params: dict[str, torch.Tensor], layer: str) -> torch.Tensor:
+    weight_t = params[f"{layer}.weight"].transpose(1, 2)  # (K, in, out)
+    bias = params.get(f"{layer}.bias")  # (K, out) or None
+    if bias is None:
+        return torch.bmm(h, weight_t)
+    return torch.baddbmm(bias[:, None, :], h, weight_t)
+
+
+class _StackedData:
+    """The members' datasets on the device, each distinct dataset once.
+
+    x_train: (U, N, C, H, W) for U distinct datasets; member_data: (K,) which one each
+    member trains on. Datasets are the same when they are the same object or share a
+    ``data_id`` (a hash of what fixes a corrupted dataset).
+    """
+
+    def __init__(self, datas: list[xr.Dataset], device: torch.device):
+        keys = [data.attrs.get("data_id", id(data)) for data in datas]
+        by_key = dict(zip(keys, datas))  # insertion-ordered: first appearance
+        unique = list(by_key)
+        self.member_data = torch.tensor([unique.index(key) for key in keys], device=device)
+        for name in ("x_train", "y_train", "x_test", "y_test"):
+            values = [torch.as_tensor(by_key[key][name].values, device=device) for key in unique]
+            setattr(self, name, torch.stack(values))
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.member_data = self.member_data[rows]
+
+
+def check_stackable(runs: list[RunSpec], datas: list[xr.Dataset]) -> None:
+    """Raise ValueError unless these runs can train as one stack."""
+    if not runs or len(runs) != len(datas):
+        raise ValueError(f"train_stacked needs one dataset per run, got {len(runs)} runs "
+                         f"and {len(datas)} datasets")
+    for name in SHARED_SETTINGS:
+        values = {getattr(run, name) for run in runs}
+        if len(values) > 1:
+            raise ValueError(f"train_stacked needs one {name} for all runs, got {sorted(values)};"
+                             f" group the runs by {SHARED_SETTINGS} and train each group")
+    for name in ("x_train", "x_test", "y_train", "y_test"):
+        shapes = {(data[name].shape, str(data[name].dtype)) for data in datas}
+        if len(shapes) > 1:
+            raise ValueError(f"train_stacked needs one shape and dtype of {name} for all "
+                             f"datasets, got {sorted(shapes)}")
+    if len({int(data.attrs["n_classes"]) for data in datas}) > 1:
+        raise ValueError("train_stacked needs one n_classes for all datasets")
+
+
+def train_stacked(runs: list[RunSpec], datas: list[xr.Dataset], device: torch.device,
+                  log=print) -> list[tuple[MLP, TrainResult]]:
+    """Train runs[k] on datas[k] for every k, as train.train would one by one."""
+    check_stackable(runs, datas)
+    return _StackedTraining(runs, datas, device, log).run()
+
+
+class _StackedTraining:
+    """The state of one stacked training: row r of every stacked tensor is member active[r]."""
+
+    def __init__(self, runs, datas, device, log):
+        self.runs, self.device, self.log = runs, device, log
+        self.data = _StackedData(datas, device)
+        self.spec = model_spec_for(runs[0], datas[0])
+        dtype = self.data.x_train.dtype  # as train.train: the network takes the data's dtype
+        self.models = [build_model(self.spec, run.seed, device).to(dtype) for run in runs]
+        self.params = stack_parameters(self.models)
+        lr = torch.tensor([run.learning_rate for run in runs], dtype=dtype, device=device)
+        self.optimizer = StackedOptimizer(runs[0].optimizer, lr)
+        self.generators = [batch_generator(run, device) for run in runs]
+        self.active = list(range(len(runs)))
+        self.curves: list[list[Checkpoint]] = [[] for _ in runs]
+        self.results: list[TrainResult | None] = [None] * len(runs)
+        self.full_batch = runs[0].optimizer == "gd"
+        self.n = self.data.x_train.shape[1]
+        self.batch_size = self.n if self.full_batch else min(runs[0].batch_size, self.n)
+        self.start = time.perf_counter()
+
+    def run(self) -> list[tuple[MLP, TrainResult]]:
+        step = 0
+        for row, point in enumerate(self.evaluate(step)):
+            self.curves[self.active[row]].append(point)
+        self.orders, cursor = self.epoch_orders(), 0  # (A, n): each member's order of points
+        self.stop({row: "unconverged" for row, k in enumerate(self.active)
+                   if self.runs[k].max_steps <= 0}, step)
+        while self.active:
+            if cursor + self.batch_size > self.n:  # new epoch: drop the ragged tail, reshuffle
+                self.orders, cursor = self.epoch_orders(), 0
+            idx = self.orders[:, cursor:cursor + self.batch_size]  # (A, B)
+            cursor += self.batch_size
+            losses = self.batch_losses(idx)  # (A,)
+            step += 1
+            grads = torch.autograd.grad(losses.sum(), list(self.params.values()))
+            grads = dict(zip(self.params, grads))  # row r's gradient is member r's alone
+            finite = torch.isfinite(losses.detach()).tolist()
+            for row in (r for r, ok in enumerate(finite) if not ok):
+                self.log(f"run {self.runs[self.active[row]].id}: step {step}: non-finite loss "
+                         f"{losses[row].item()}; stopping as diverged")
+            keep = self.stop({row: "diverged" for row, ok in enumerate(finite) if not ok}, step)
+            self.optimizer.step(self.params, {name: g[keep] for name, g in grads.items()})
+            self.after_update(step)
+        return [(model, result) for model, result in zip(self.models, self.results)]
+
+    def epoch_orders(self) -> torch.Tensor:
+        return torch.stack([epoch_order(self.n, self.full_batch, self.device, self.generators[k])
+                            for k in self.active])
+
+    def batch_losses(self, idx: torch.Tensor) -> torch.Tensor:
+        """Each active member's mean cross-entropy on its batch idx[r] (B points): (A,)."""
+        member = self.data.member_data[:, None]  # (A, 1)
+        xb = self.data.x_train[member, idx]  # (A, B, C, H, W)
+        if self.runs[0].augment:
+            draws = [draw_augmentation(self.batch_size, self.device, self.generators[k])
+                     for k in self.active]
+            dy, dx, flip = (torch.cat(parts) for parts in zip(*draws))
+            xb = apply_augmentation(xb.flatten(0, 1), dy, dx, flip).view_as(xb)
+        logits = stacked_forward(self.params, self.spec, xb)  # (A, B, classes)
+        yb = self.data.y_train[member, idx]  # (A, B)
+        per_point = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
+        return per_point.view(idx.shape).mean(1)
+
+    def after_update(self, step: int) -> None:
+        """Evaluate the members whose eval_every or max_steps falls on this step; stop those
+        whose stopping rule says so, and those out of steps."""
+        rows = [r for r, k in enumerate(self.active) if is_eval_step(self.runs[k], step)]
+        if not rows:
+            return
+        decided, finals = {}, {}
+        for row, point in zip(rows, self.evaluate(step, rows)):
+            k = self.active[row]
+            self.curves[k].append(point)
+            self.log(f"run {self.runs[k].id}: {describe(point)}")
+            status = stop_status(self.runs[k], point)
+            if status or step >= self.runs[k].max_steps:
+                decided[row], finals[row] = status or "unconverged", point
+        self.stop(decided, step, finals)
+
+    def stop(self, decided: dict[int, str], step: int,
+             finals: dict[int, Checkpoint] | None = None) -> torch.Tensor:
+        """Finish the members at rows ``decided`` (row -> status) and drop them from the
+        stack; ``finals`` holds their evaluations at this step where already made.
+        Returns the rows kept (indices into the rows before)."""
+        keep = torch.tensor([r for r in range(len(self.active)) if r not in decided],
+                            dtype=torch.long, device=self.device)
+        if not decided:
+            return keep
+        finals = finals or dict(zip(sorted(decided), self.evaluate(step, sorted(decided))))
+        with torch.no_grad():
+            for row, status in decided.items():
+                k = self.active[row]
+                for name, param in self.models[k].named_parameters():
+                    param.copy_(self.params[name][row])
+                self.results[k] = finish(status, step, self.curves[k], finals[row])
+        self.params = {name: p.detach()[keep].requires_grad_() for name, p in self.params.items()}
+        self.optimizer.select(keep)
+        self.data.select(keep)
+        self.orders = self.orders[keep]
+        self.active = [k for r, k in enumerate(self.active) if r not in decided]
+        return keep
+
+    @torch.no_grad()
+    def evaluate(self, step: int, rows: list[int] | None = None) -> list[Checkpoint]:
+        """Checkpoints of the members at ``rows`` (all active ones by default)."""
+        index = torch.tensor(list(range(len(self.active))) if rows is None else rows,
+                             dtype=torch.long, device=self.device)
+        params = {name: p[index] for name, p in self.params.items()}
+        member = self.data.member_data[index]
+        train_loss, train_correct = self._split(params, self.data.x_train, self.data.y_train,
+                                                member)
+        _, test_correct = self._split(params, self.data.x_test, self.data.y_test, member)
+        seconds = time.perf_counter() - self.start
+        n_train, n_test = self.data.x_train.shape[1], self.data.x_test.shape[1]
+        return [Checkpoint(step, loss, c_train, n_train, c_test, n_test, seconds)
+                for loss, c_train, c_test in zip(train_loss, train_correct, test_correct)]
+
+    def _split(self, params, x, y, member) -> tuple[list[float], list[int]]:
+        """Mean cross-entropy (nats) and correct count of each member on its split:
+        x (U, N, ...), y (U, N), member (A,) which dataset each member uses."""
+        n, d = x.shape[1], self.spec.input_dim
+        chunk = max(1, min(EVAL_CHUNK, EVAL_BUDGET // (len(member) * d)))
+        loss_sum = torch.zeros(len(member), dtype=torch.float64, device=self.device)
+        correct = torch.zeros(len(member), dtype=torch.long, device=self.device)
+        for start in range(0, n, chunk):
+            logits = stacked_forward(params, self.spec, x[member, start:start + chunk])
+            yb = y[member, start:start + chunk]  # (A, c)
+            # float64 as in train.evaluate, so both give a member the same learning curve.
+            per_point = F.cross_entropy(logits.flatten(0, 1).double(), yb.flatten(),
+                                        reduction="none")
+            loss_sum += per_point.view(yb.shape).sum(1)
+            correct += (logits.argmax(2) == yb).sum(1)
+        return (loss_sum / n).tolist(), correct.tolist()
