@@ -1,14 +1,20 @@
-"""Config validation: defaults filled, bad values named with what is allowed."""
+"""Config loading and validation: a study is exactly its files plus --config, then the
+schema's defaults; bad values are named with what is allowed."""
 
 from __future__ import annotations
 
 import copy
+import re
+import shutil
+import subprocess
 
+import immutables
 import pytest
 import yaml
-from workflow_helpers import REPO, TINY_CONFIG
+from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG
 
-from workflow_src.config import ConfigError, load_schema, validate_config
+from workflow_src.config import (ConfigError, load_schema, load_study, read_study_file,
+                                 study_files, validate_config)
 from workflow_src.runtable import HYPERPARAMETERS, build_run_table
 
 
@@ -60,13 +66,22 @@ def test_measure_points_cannot_exceed_test_set():
 
 
 def test_every_schema_key_has_description_and_default():
+    """Every key is described and has a default, except the required ones (the grid)."""
     def walk(node, path):
         for key, sub in node.get("properties", {}).items():
             assert "description" in sub, f"{path}{key} lacks a description"
-            assert "default" in sub, f"{path}{key} lacks a default"
+            assert ("default" in sub) != (key in node.get("required", [])), (
+                f"{path}{key}: a key has a default exactly when it is not required")
             walk(sub, f"{path}{key}.")
 
     walk(load_schema(), "")
+
+
+def test_a_study_without_grid_is_an_error_naming_it():
+    config = copy.deepcopy(TINY_CONFIG)
+    del config["grid"]
+    with pytest.raises(ConfigError, match="config key grid is missing"):
+        validate_config(config)
 
 
 def test_every_schema_key_is_commented_in_config_yaml():
@@ -91,3 +106,184 @@ def test_equal_runs_share_one_id_and_bookkeeping_does_not_change_it():
     assert set(build_run_table(config)) == ids
     config["training"]["max_steps"] = 7
     assert set(build_run_table(config)).isdisjoint(ids)
+
+
+# --- What a study is made of: its files, --config, the schema's defaults ---------------------
+
+def _write(path, config: dict):
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_study_files_are_the_configfiles_else_config_yaml_beside_the_snakefile(tmp_path):
+    given = [tmp_path / "a.yaml", tmp_path / "b.yaml"]
+    assert study_files(given, REPO) == given
+    assert study_files([], REPO) == [REPO / "config.yaml"]
+
+
+def test_files_merge_in_order_then_overrides(tmp_path):
+    first = _write(tmp_path / "first.yaml", {
+        "study": "first", "data": {"n_train": 300, "n_test": 100},
+        "grid": TINY_CONFIG["grid"], "stats": {"n_boot": 500}})
+    second = _write(tmp_path / "second.yaml", {
+        "data": {"n_train": 400}, "grid": {**TINY_CONFIG["grid"], "width": [8]}})
+    # Snakemake hands --config over as an immutables.Map of parsed scalars.
+    config = load_study([first, second], immutables.Map(study="cli", stats={"seed": 3}))
+    assert config["study"] == "cli"
+    assert config["data"] == {"n_train": 400, "n_test": 100}  # mappings merge key by key
+    assert config["grid"]["width"] == [8] and config["grid"]["depth"] == [1, 2]
+    assert config["stats"] == {"n_boot": 500, "seed": 3}
+
+
+def test_left_out_sections_take_the_schema_defaults_not_config_yaml(tmp_path):
+    """The demo's config.yaml walks 25 translation trajectories, the schema's default is
+    100: a study file that says nothing about `measure` gets the schema's."""
+    schema = load_schema()
+    default = schema["properties"]["measure"]["properties"]["transitions"]["properties"][
+        "n_points"]["default"]
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert demo["measure"]["transitions"]["n_points"] != default  # else this test proves nothing
+    study = _write(tmp_path / "study.yaml", {"grid": TINY_CONFIG["grid"]})
+    config = validate_config(load_study(study_files([study], REPO), {}))
+    assert config["measure"]["transitions"]["n_points"] == default
+    assert config["study"] == schema["properties"]["study"]["default"]
+    assert {run.data.dataset for run in build_run_table(config).values()} == {"digits"}
+
+
+def test_scale_override_selects_the_preset_variant():
+    path = REPO / "studies" / "novak_gap.yaml"
+    small = validate_config(load_study([path], immutables.Map(scale="small")))
+    preset = yaml.safe_load(path.read_text())
+    assert small["study"] == "novak_gap-small"
+    assert small["grid"] == preset["scales"]["small"]["grid"]
+
+
+def test_yaml_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("study: broken\ngrid:\n  width: depth: [1]\n")  # line 3: two colons
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}, line 3, column \d+: "):
+        read_study_file(path)
+
+
+def test_missing_file_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "nothere.yaml"
+    with pytest.raises(ConfigError) as raised:
+        read_study_file(path)
+    assert str(path) in str(raised.value) and "does not exist" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("text", ["", "- study\n- grid\n"])
+def test_a_file_that_is_not_a_mapping_is_an_error(tmp_path, text):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"{re.escape(str(path))}: a study is a mapping"):
+        read_study_file(path)
+
+
+# --- Every grid block lists every axis --------------------------------------------------------
+
+def _without(block: dict, *axes: str) -> dict:
+    return {axis: values for axis, values in block.items() if axis not in axes}
+
+
+def test_a_block_missing_an_axis_names_it():
+    with pytest.raises(ConfigError) as raised:
+        _validated(grid=_without(TINY_CONFIG["grid"], "dataset"))
+    message = str(raised.value)
+    assert "config key grid: missing axes dataset; every block lists all 12 axes: " in message
+    assert ", ".join(HYPERPARAMETERS) in message
+
+
+def test_every_block_of_a_list_names_its_missing_axes():
+    full = TINY_CONFIG["grid"]
+    with pytest.raises(ConfigError) as raised:
+        _validated(grid=[full, _without(full, "dataset", "seed"), _without(full, "width")])
+    lines = str(raised.value).splitlines()[1:]
+    assert len(lines) == 2, lines  # one line per incomplete block, none for the complete one
+    assert lines[0].startswith("  - config key grid[1] (block 2): missing axes dataset, seed;")
+    assert lines[1].startswith("  - config key grid[2] (block 3): missing axes width;")
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ({}, "config key grid: the block is empty, so it has no networks"),
+    ([], "config key grid: [] should be non-empty"),
+])
+def test_an_empty_grid_is_an_error(grid, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        _validated(grid=grid)
+
+
+# --- Through the CLI: the study means the same wherever it is run from -----------------------
+
+def _dry_run(cwd, *args):
+    """`snakemake -n` of this workflow from cwd; returns (exit status, output)."""
+    result = subprocess.run([str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "-n",
+                             "--cores", "1", *map(str, args)],
+                            capture_output=True, text=True, timeout=300, cwd=cwd)
+    return result.returncode, result.stdout + result.stderr
+
+
+def _planned_run_ids(output: str) -> set[str]:
+    return set(re.findall(r"results/runs/(\w+)/model\.pt", output))
+
+
+@pytest.fixture
+def decoy_dir(tmp_path):
+    """A working directory with a config.yaml: the demo's, with a data seed and a target that
+    change every run id. No study file may inherit them (nor its grid)."""
+    workdir = tmp_path / "with_config_yaml"
+    workdir.mkdir()
+    decoy = yaml.safe_load((REPO / "config.yaml").read_text())
+    decoy["data"]["seed"], decoy["training"]["target_train_acc"] = 7, 0.9
+    _write(workdir / "config.yaml", decoy)
+    return workdir
+
+
+@pytest.mark.workflow
+def test_study_file_plans_the_same_runs_from_any_directory(tmp_path, decoy_dir):
+    study = {**TINY_CONFIG, "grid": {**TINY_CONFIG["grid"], "depth": [1]}}
+    path = _write(tmp_path / "study.yaml", study)
+    expected = set(build_run_table(validate_config(copy.deepcopy(study))))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for cwd, workdir in ((decoy_dir, decoy_dir), (REPO, decoy_dir), (bare, bare)):
+        status, output = _dry_run(cwd, "--directory", workdir, "--configfile", path)
+        assert status == 0, output
+        assert _planned_run_ids(output) == expected, (cwd, workdir)
+
+
+@pytest.mark.workflow
+def test_default_study_is_config_yaml_beside_the_snakefile(tmp_path, decoy_dir):
+    (decoy_dir / "config.yaml").write_text(yaml.safe_dump({**TINY_CONFIG, "study": "decoy"}))
+    demo = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    status, output = _dry_run(decoy_dir, "--directory", decoy_dir)
+    assert status == 0, output
+    assert _planned_run_ids(output) == set(build_run_table(demo))
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("grid, expected", [
+    (_without(TINY_CONFIG["grid"], "dataset"), "config key grid: missing axes dataset;"),
+    ({}, "config key grid: the block is empty"),
+])
+def test_incomplete_grid_fails_even_beside_config_yaml(tmp_path, decoy_dir, grid, expected):
+    path = _write(tmp_path / "study.yaml", {**TINY_CONFIG, "grid": grid})
+    status, output = _dry_run(decoy_dir, "--directory", decoy_dir, "--configfile", path)
+    assert status != 0 and expected in output, output
+    assert not (decoy_dir / "results").exists()
+
+
+@pytest.mark.workflow
+def test_broken_default_config_yaml_names_file_and_line(tmp_path):
+    """Without --configfile the workflow reads config.yaml itself, so its message applies
+    (a broken --configfile is read, and reported, by Snakemake before the Snakefile runs)."""
+    workflow_dir = tmp_path / "workflow"
+    workflow_dir.mkdir()
+    shutil.copy(REPO / "Snakefile", workflow_dir / "Snakefile")  # fails before its includes
+    (workflow_dir / "config.yaml").write_text("study: demo\ngrid: width: [1]\n")  # line 2
+    result = subprocess.run([str(SNAKEMAKE), "--snakefile", str(workflow_dir / "Snakefile"),
+                             "-n"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"config file {workflow_dir / 'config.yaml'}, line 2, column " in output, output

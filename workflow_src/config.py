@@ -1,21 +1,65 @@
-"""Validate a study's config against schemas/config.schema.yaml, filling in defaults.
+"""Load a study's config and validate it against schemas/config.schema.yaml.
 
-Runs when the workflow is parsed, before any job: a wrong key or value stops the workflow
-with a message that names the key, what was given, and what is allowed.
+Runs when the workflow is parsed, before any job. The study is exactly the files the user
+gave (or the workflow's own config.yaml when none), then the schema's defaults; a wrong key
+or value stops the workflow with a message that names the key, what was given, and what is
+allowed.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+# The workflow's own study, beside the Snakefile: the study when no --configfile is given.
+DEFAULT_STUDY_FILE = "config.yaml"
 
 
 class ConfigError(ValueError):
     """A config value the workflow cannot run with."""
+
+
+def study_files(configfiles: Sequence, workflow_dir) -> list[Path]:
+    """The files a study is made of: the --configfile(s) in the order given, else the
+    config.yaml beside the Snakefile (``workflow.basedir``, whatever the working directory)."""
+    return [Path(f) for f in configfiles] or [Path(workflow_dir) / DEFAULT_STUDY_FILE]
+
+
+def read_study_file(path: Path) -> dict:
+    """One YAML study file as a mapping; a missing file or a syntax error names the file
+    (and the line and column, 1-based, where the YAML parser stopped)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (give a study as snakemake "
+                          f"--configfile FILE; without one, the workflow reads config.yaml "
+                          f"beside its Snakefile)") from None
+    try:
+        study = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        raise ConfigError(f"config file {path}, line {mark.line + 1}, column {mark.column + 1}: "
+                          f"not valid YAML: {error.problem or error.context}") from None
+    if not isinstance(study, dict):
+        raise ConfigError(f"config file {path}: a study is a mapping of keys (study, data, grid, "
+                          f"...), but the file holds {'nothing' if study is None else repr(study)}")
+    return study
+
+
+def load_study(files: Sequence[Path], overrides: Mapping) -> dict:
+    """The study: ``files`` merged in order, then the ``--config`` overrides, exactly as
+    Snakemake merges them (mappings key by key, anything else replaced). Nothing else is
+    merged in: what the files leave out takes the schema's defaults in validate_config."""
+    config: dict = {}
+    for path in files:
+        _deep_merge(config, read_study_file(path))
+    _deep_merge(config, copy.deepcopy(dict(overrides)))  # never alias the caller's values
+    return config
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
@@ -38,8 +82,27 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return "".join(parts).lstrip(".") or "<top level>"
 
 
+def _describe_missing_axes(error: jsonschema.ValidationError) -> str:
+    """A study without a grid, or a grid block without all its axes (nothing else has required
+    keys): one line per block naming every missing axis, so a block never silently falls
+    back on other values."""
+    key = _key_path(error)
+    if not error.absolute_path:  # the top level requires only `grid`
+        return ("config key grid is missing: a study names its networks in a grid block "
+                "(or a list of blocks) that lists all 12 axes; see studies/mine.yaml")
+    index = error.absolute_path[-1]
+    where = f"{key} (block {index + 1})" if isinstance(index, int) else key
+    axes = error.validator_value
+    missing = [axis for axis in axes if axis not in error.instance]
+    problem = ("the block is empty, so it has no networks" if len(missing) == len(axes)
+               else f"missing axes {', '.join(missing)}")
+    return f"config key {where}: {problem}; every block lists all {len(axes)} axes: {', '.join(axes)}"
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     key = _key_path(error)
+    if error.validator == "required":
+        return _describe_missing_axes(error)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         return f"{error.message} under {key}; allowed keys: {', '.join(allowed)}"
@@ -54,7 +117,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         matching = [errs for errs in branches.values()
                     if not any(e.validator == "type" and not e.relative_path for e in errs)]
         chosen = matching[0] if matching else [jsonschema.exceptions.best_match(error.context)]
-        return "\n  - ".join(_describe(sub) for sub in chosen)
+        # dict.fromkeys: a block's missing axes are one error each but share one line.
+        return "\n  - ".join(dict.fromkeys(_describe(sub) for sub in chosen))
     description = error.schema.get("description", "")
     hint = f" ({description})" if description else ""
     return f"config key {key}: {error.message}{hint}"

@@ -28,7 +28,7 @@ def stable_hash(payload, length: int = 12) -> str:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What fixes a corrupted dataset (STUDY.md §2)."""
+    """What fixes a corrupted dataset (docs/science.md §2)."""
 
     dataset: str
     n_train: int
