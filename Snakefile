@@ -2,7 +2,7 @@
 # Stages: data -> train -> measure -> aggregate -> stats -> plots, one rules/<stage>.smk each.
 from snakemake.utils import min_version
 
-from workflow_src.config import validate_config
+from workflow_src.config import load_study, study_files, validate_config
 
 min_version("9.0")
 
@@ -10,10 +10,12 @@ min_version("9.0")
 report: "report/workflow.rst"
 
 
-configfile: "config.yaml"
-
-
-validate_config(config)
+# The study is exactly the --configfile(s) given, else the config.yaml beside this file, plus
+# --config; the schema's defaults fill the rest. (A `configfile:` directive would merge the
+# demo's config.yaml of the working directory under every study.)
+STUDY_FILES = study_files(workflow.config_settings.configfiles, workflow.basedir)
+workflow.configfiles[:] = STUDY_FILES  # the files --report lists and --archive packs
+config = validate_config(load_study(STUDY_FILES, workflow.config_settings.config))
 
 
 include: "rules/common.smk"
@@ -24,6 +26,7 @@ include: "rules/aggregate.smk"
 include: "rules/stats.smk"
 include: "rules/plots.smk"
 include: "rules/studies.smk"
+include: "rules/verify.smk"
 
 
 rule all:

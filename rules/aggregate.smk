@@ -8,7 +8,7 @@ rule aggregate:
     input:
         summaries=[f"results/runs/{run_id}/train.json" for run_id in RUNS],
         stores=[metric_store(m, run_id) for run_id in RUNS for m in METRICS_TO_AGGREGATE],
-        code=package_files("aggregate", "runtable"),
+        code=package_files("aggregate", "runtable", "integrity"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
         metrics_per_run=len(METRICS_TO_AGGREGATE),

@@ -59,7 +59,10 @@ def metric_store(metric, run_id="{run_id}"):
 
 
 def run_inputs(wildcards):
+    """What a measuring job reads: the weights, the train.json that vouches for them
+    (workflow_src/integrity.py), and the network's dataset."""
     return {"model": f"results/runs/{wildcards.run_id}/model.pt",
+            "summary": f"results/runs/{wildcards.run_id}/train.json",
             "data": f"results/datasets/{run_of(wildcards).data.id}.zarr"}
 
 

@@ -10,7 +10,7 @@ rule collect_curves:
     input:
         curves=[f"results/runs/{run_id}/curve.csv" for run_id in RUNS],
         summaries=[f"results/runs/{run_id}/train.json" for run_id in RUNS],
-        code=package_files("collect", "runtable"),
+        code=package_files("collect", "runtable", "integrity"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
     log:

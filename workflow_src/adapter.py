@@ -7,7 +7,11 @@ import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from . import __version__
+from . import __version__, integrity
+
+# The train rule's record (results/runs/<run_id>/train.json) vouches for model.pt and
+# curve.csv beside it; readers need these keys of it.
+TRAIN_SUMMARY_KEYS = ("run_id", "status", "steps", "train_acc", "test_acc", "gap")
 
 
 @contextmanager
@@ -38,17 +42,18 @@ def code_version() -> str:
 
 def load_trained(job):
     """(model in eval mode, corrupted dataset, device) for a measuring job: ``job`` is the
-    script's ``snakemake`` object, with inputs ``model`` and ``data``."""
+    script's ``snakemake`` object, with inputs ``model``, ``summary`` (the train.json that
+    vouches for the model) and ``data``. Both are checked against their seals first
+    (integrity.DamagedOutputError names a damaged file)."""
     import torch
-    import xarray as xr
 
-    from .models import load_model
     from .train import resolve_device
 
     torch.set_num_threads(job.threads)
     device = resolve_device(job.config["training"]["device"])
-    model = load_model(job.input.model, device).eval()
-    return model, xr.open_zarr(job.input.data).load(), device
+    model_path = Path(job.input.model)
+    model = integrity.load_model(model_path, job.input.summary, device).eval()
+    return model, integrity.open_store(job.input.data), device
 
 
 def first_test_points(data, n_points: int, device):

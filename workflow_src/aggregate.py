@@ -1,8 +1,10 @@
-"""Stage 5: combine every run's outputs into the study's labelled store (STUDY.md §7).
+"""Stage 5: combine every run's outputs into the study's labelled store (docs/science.md §7).
 
 Result: one xarray Dataset with dimension ``run`` (hyperparameters as coordinates, named as
 in config.yaml), ``point`` (evaluated test points, NaN-padded where a run or a metric has
 fewer), and the dimensions metrics bring along (``ellipse``, ``position``).
+
+It is written with ``integrity.write_store``, which keeps its strings portable.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.data.acquire import acquire, to_xarray  # noqa: E402
+from workflow_src.integrity import write_store  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     data_cfg = snakemake.config["data"]  # noqa: F821  (sources are bookkeeping: checksums pin the data)
@@ -12,4 +13,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
                   data_cfg["download_dir"])
     log(f"{raw.name}: {raw.train_images.shape[0]} train, {raw.test_images.shape[0]} test "
         f"from {raw.source}; sha256 {raw.checksum}")
-    to_xarray(raw).to_zarr(snakemake.output[0], mode="w")  # noqa: F821
+    write_store(to_xarray(raw), snakemake.output[0])  # noqa: F821

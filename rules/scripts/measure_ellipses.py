@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (sna
 import torch  # noqa: E402
 
 from workflow_src.adapter import load_trained, logged  # noqa: E402
+from workflow_src.integrity import write_store  # noqa: E402
 from workflow_src.metrics.per_run import ellipse_metrics  # noqa: E402
 from workflow_src.models import build_model  # noqa: E402
 
@@ -24,4 +25,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
                           settings["n_positions"], settings["seed"],
                           sm.config["measure"]["chunk_size"], initial_model=initial)
     log(out)
-    out.to_zarr(sm.output[0], mode="w")
+    write_store(out, sm.output[0])

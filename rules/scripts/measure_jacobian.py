@@ -7,6 +7,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from workflow_src.adapter import load_trained, logged, first_test_points  # noqa: E402
+from workflow_src.integrity import write_store  # noqa: E402
 from workflow_src.metrics.jacobian import pointwise_metrics  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
@@ -22,4 +23,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         attrs={k: data.attrs[k] for k in ("dataset", "data_id", "source", "source_sha256")},
     )
     log(f"mean jacobian norm {values['jacobian_norm'].mean():.4g} over {n_points} points")
-    out.to_zarr(sm.output[0], mode="w")
+    write_store(out, sm.output[0])

@@ -1,0 +1,91 @@
+"""The study store: built from per-run stores, written portably, read back as strings."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from workflow_src.aggregate import build_metrics
+from workflow_src.integrity import check_store, write_store
+from workflow_src.runtable import HYPERPARAMETERS
+from workflow_src.stats import converged, network_table
+
+# The Zarr v3 core data types, plus "string": the variable-length UTF-8 type that the
+# zarr-extensions registry specifies. Anything else (e.g. fixed_length_utf32) is not.
+SPECIFIED_TYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                   "uint64", "float16", "float32", "float64", "complex64", "complex128",
+                   "string"}
+RUNS = {
+    "run_a": {"dataset": "digits", "corruption": "none", "label_noise": 0.0, "width": 16,
+              "depth": 1, "activation": "relu", "bias": True, "optimizer": "sgd",
+              "learning_rate": 0.1, "batch_size": 32, "augment": False, "seed": 0},
+    "run_bb": {"dataset": "fashion_mnist", "corruption": "shuffled_pixels", "label_noise": 0.5,
+               "width": 32, "depth": 2, "activation": "hard_tanh", "bias": False,
+               "optimizer": "adam", "learning_rate": 0.001, "batch_size": 64, "augment": True,
+               "seed": 1},
+}
+SUMMARIES = [
+    {"train_acc": 1.0, "test_acc": 0.75, "gap": 0.25, "steps": 10, "status": "converged"},
+    {"train_acc": 0.5, "test_acc": 0.25, "gap": 0.25, "steps": 20, "status": "unconverged"},
+]
+KINDS = ["random", "same_class", "different_class"]
+
+
+def run_stores(n_points: int, dataset: str, seed: int) -> list[xr.Dataset]:
+    """A Jacobian store of n_points and an ellipse store, shaped as the measuring rules
+    write them (per-run adapters)."""
+    rng = np.random.default_rng(seed)
+    jacobian = xr.Dataset(
+        {"loss": ("point", rng.uniform(size=n_points)),
+         "correct": ("point", rng.integers(0, 2, n_points).astype(bool)),
+         "jacobian_norm": ("point", rng.uniform(size=n_points)),
+         "logit_jacobian_norm": ("point", rng.uniform(size=n_points))},
+        coords={"point": np.arange(n_points), "test_index": ("point", np.arange(n_points) + 7)},
+        attrs={"dataset": dataset, "data_id": f"{dataset}-x", "source": "synthetic",
+               "source_sha256": "0" * 64},
+    )
+    ellipses = xr.Dataset(
+        {"ellipse_jacobian_norm": (("ellipse", "position"), rng.uniform(size=(3, 4))),
+         "ellipse_transitions": ("ellipse", rng.integers(0, 9, 3).astype(float))},
+        coords={"ellipse_kind": ("ellipse", KINDS), "angle": ("position", np.arange(4.0))},
+        attrs={"seed": seed},
+    )
+    return [jacobian, ellipses]
+
+
+def test_metrics_store_round_trips_strings_without_warnings(tmp_path):
+    stores = [run_stores(5, "digits", 0), run_stores(3, "fashion_mnist", 1)]
+    ds = build_metrics(RUNS, SUMMARIES, stores, code_version="test")
+    path = tmp_path / "metrics.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_store(ds, path)
+        back = xr.open_zarr(path).load()
+        group = zarr.open_group(path, mode="r")
+        arrays = {name: (array.metadata.to_dict()["data_type"], array[...])
+                  for name, array in group.arrays()}
+    assert check_store(path) == []  # written and sealed in one call
+
+    strings = {"run_id": list(RUNS), "status": ["converged", "unconverged"],
+               "ellipse_kind": KINDS,
+               **{name: [RUNS[r][name] for r in RUNS]
+                  for name in HYPERPARAMETERS if isinstance(RUNS["run_a"][name], str)}}
+    for name, expected in strings.items():
+        assert back[name].values.tolist() == expected, name
+        assert all(type(value) is str for value in back[name].values.tolist()), name
+        assert arrays[name][0] == "string", name
+    assert {name: data_type for name, (data_type, _) in arrays.items()
+            if data_type not in SPECIFIED_TYPES} == {}
+    # The rest of the contract survives the encoding.
+    assert back["bias"].values.tolist() == [True, False]
+    assert back["augment"].dtype == bool
+    assert (back["status"] == "converged").values.tolist() == [True, False]
+    assert np.isnan(back["jacobian_norm"].values[1, 3:]).all()  # run_bb has 3 points
+    numbers = [name for name in ds.variables if name not in strings]
+    xr.testing.assert_identical(back[numbers].drop_encoding(), ds[numbers])
+    assert back.attrs == ds.attrs
+    kept = converged(network_table(back))
+    assert kept["run_id"].tolist() == ["run_a"] and kept["dataset"].tolist() == ["digits"]
