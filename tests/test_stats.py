@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 from scipy import stats
+from statsmodels.discrete.discrete_model import Logit
 
 from workflow_src.stats import (
     converged,
@@ -26,6 +28,7 @@ from workflow_src.stats import (
     per_point_misclassification,
     summary,
 )
+from workflow_src.train import TrainResult
 
 HYPERPARAMETERS = {
     "dataset": "digits", "corruption": "none", "label_noise": 0.0, "width": 32, "depth": 2,
@@ -35,7 +38,7 @@ HYPERPARAMETERS = {
 
 
 def make_dataset(configs, gap, point_vars=None, run_vars=None, correct=None, status=None):
-    """An aggregate Dataset shaped like STUDY.md §7: one run per config (overrides of
+    """An aggregate Dataset shaped like docs/science.md §7: one run per config (overrides of
     HYPERPARAMETERS), NaN padding wherever a (run, point) value is NaN."""
     n_runs = len(configs)
     point_vars = point_vars or {"jacobian_norm": np.ones((n_runs, 4))}
@@ -174,6 +177,61 @@ def test_psi_on_hand_built_table():
     assert np.isnan(psi.loc["c", "psi"]) and psi.loc["c", "note"] == "axis has a single value"
 
 
+def test_equal_counts_tie_in_tau_and_psi_although_their_float_gaps_differ():
+    # (train correct, test correct) out of 100 each; networks 0 and 1 both have gap 24/100.
+    counts = [(80, 56), (81, 57), (90, 60), (95, 85)]
+    float_gaps = [train / 100 - test / 100 for train, test in counts]
+    assert float_gaps[0] != float_gaps[1]  # 0.24 vs 0.2400000000000001
+    exact_gaps = [Fraction(train, 100) - Fraction(test, 100) for train, test in counts]
+    # The gaps as training stores them (from the counts), which the statistics must not alter.
+    stored_gaps = [TrainResult("converged", 1, train, 100, test, 100, 0.0, 0.0).gap
+                   for train, test in counts]
+    indicator = [1.0, 2.0, 3.0, 4.0]
+    configs = grid(depth=[1, 2], width=[16, 32])  # networks 0, 1 at depth 1; 2, 3 at depth 2
+    ds = make_dataset(configs, stored_gaps,
+                      point_vars={"jacobian_norm": np.array(indicator)[:, None]})
+    table = network_table(ds)
+
+    # τ-b by hand on the exact gaps: S = Σ_{a<b} sign(Δμ)·sign(Δg), divided by
+    # sqrt((pairs − pairs tied in μ)(pairs − pairs tied in g)).
+    signs = [np.sign(indicator[b] - indicator[a]) * np.sign(exact_gaps[b] - exact_gaps[a])
+             for a, b in itertools.combinations(range(4), 2)]
+    gap_ties = sum(exact_gaps[a] == exact_gaps[b] for a, b in itertools.combinations(range(4), 2))
+    assert (sum(signs), gap_ties) == (-1, 1)
+    tau = correlations(table, ["jacobian_norm"], n_boot=20).set_index("statistic")
+    assert tau.loc["kendall_tau", "value"] == pytest.approx(-1 / np.sqrt(6 * (6 - gap_ties)))
+
+    # ψ_width: depth-1 group {0, 1} has tied gaps, τ = 0; depth-2 group {2, 3}: μ up, gap
+    # down, τ = −1. ψ_depth: width 16 {0, 2} τ = +1, width 32 {1, 3} τ = −1.
+    psi = granulated_kendall(table, "jacobian_norm", ["width", "depth"]).set_index("axis")
+    assert psi.loc["width", "psi"] == pytest.approx(-0.5)
+    assert psi.loc["width", "n_groups_constant"] == 1
+    assert psi.loc["depth", "psi"] == pytest.approx(0.0)
+    assert psi.loc["__all__", "psi"] == pytest.approx(-0.25)
+
+
+def test_psi_counts_constant_groups_as_zero_and_reports_the_skipping_rule():
+    # Axis a (groups by b): b=0 has gap tied in pair (0, 1): τ-a = (0 + 1 + 1)/3 = 2/3,
+    # τ-b = 2/sqrt(3·2); b=1 has a constant indicator: τ-a = 0, τ-b undefined.
+    # Axis b (groups by a): a=0 has a tied gap, so constant in its pair: 0; a=1, a=2: +1.
+    table = pd.DataFrame({
+        "a": [0, 1, 2, 0, 1, 2],
+        "b": [0, 0, 0, 1, 1, 1],
+        "ind": [1.0, 2.0, 3.0, 5.0, 5.0, 5.0],
+        "gap": [1.0, 1.0, 2.0, 1.0, 2.0, 3.0],
+    })
+    psi = granulated_kendall(table, "ind", ["a", "b"]).set_index("axis")
+    expected = {  # psi, n_groups, n_groups_constant, n_groups_tied, psi_skip_constant
+        "a": (1 / 3, 2, 1, 1, 2 / np.sqrt(6)),
+        "b": (2 / 3, 3, 1, 0, 1.0),
+        "__all__": (1 / 2, 5, 2, 1, (2 / np.sqrt(6) + 1) / 2),
+    }
+    columns = ["psi", "n_groups", "n_groups_constant", "n_groups_tied", "psi_skip_constant"]
+    for axis, values in expected.items():
+        assert psi.loc[axis, columns].tolist() == pytest.approx(values), axis
+    assert psi.loc["a", "note"] == "1 groups with a constant indicator or target count as tau = 0"
+
+
 def test_ols_recovers_known_slope_with_dataset_fixed_effect():
     rng = np.random.default_rng(5)
     n = 300
@@ -238,6 +296,17 @@ def test_wilcoxon_on_known_shift():
     mixed = paired_factor_tests(paired_table([3.0, -1.0, 2.0, 4.0]), "augment",
                                 (False, True), "jacobian_norm", n_boot=50).iloc[0]
     assert mixed["rank_biserial"] == pytest.approx(0.8)
+
+
+def test_median_difference_and_its_ci_are_medians_not_means():
+    # Nine differences of 1 and one of 100: median 1, mean 10.9. A resample's median
+    # exceeds 1 only if at least 5 of its 10 draws are the 100, with probability
+    # Σ_{k≥5} C(10,k) 0.1^k 0.9^(10−k) ≈ 0.0016 < 2.5 %: both percentiles are 1.
+    shift = np.r_[np.ones(9), 100.0]
+    row = paired_factor_tests(paired_table(shift), "augment", (False, True), "jacobian_norm",
+                              n_boot=1000).iloc[0]
+    assert row["median_diff"] == 1.0
+    assert (row["median_diff_ci_low"], row["median_diff_ci_high"]) == (1.0, 1.0)
 
 
 def optimizer_table():
@@ -338,6 +407,28 @@ def test_per_point_auc_one_when_misclassified_points_have_larger_indicator():
     assert out.loc["pooled", "n_wrong"] == 10 + (overlap_correct == 0).sum()
 
 
+def test_per_point_keeps_non_positive_values_in_auc_and_mann_whitney():
+    right = [1.0, 2.0, 3.0, 5.0]
+    wrong = [0.0, 4.0, -1.0, 1.5, 6.0]
+    # One evaluated point without an indicator value, and one padded point (correct NaN).
+    jac = np.array([right + wrong + [np.nan, np.nan]])
+    correct = np.array([[1.0] * 4 + [0.0] * 5 + [1.0, np.nan]])
+    ds = make_dataset([{}], [0.1], point_vars={"jacobian_norm": jac}, correct=correct)
+    row = per_point_misclassification(ds).set_index("scope").loc["r0000"]
+    assert (row["n_correct"], row["n_wrong"]) == (4, 5)
+    assert (row["n_indicator_missing"], row["n_nonpositive_not_in_logit"]) == (1, 2)
+    assert (row["median_correct"], row["median_wrong"]) == (2.5, 1.5)
+    # AUC by hand: wrong points above correct ones: 0 → 0, 4 → 3, -1 → 0, 1.5 → 1, 6 → 4.
+    assert row["auc"] == pytest.approx(8 / 20)
+    assert row["mannwhitney_p"] == pytest.approx(
+        stats.mannwhitneyu(wrong, right, alternative="greater").pvalue)
+    # The logit sees only the 7 positive points: correct 1, 2, 3, 5; wrong 4, 1.5, 6.
+    positive = np.log([1.0, 2.0, 3.0, 5.0, 4.0, 1.5, 6.0])
+    fit = Logit(np.r_[np.zeros(4), np.ones(3)], np.column_stack([np.ones(7), positive])).fit(
+        disp=False)
+    assert row["logit_coef"] == pytest.approx(fit.params[1])
+
+
 def test_degenerate_inputs_give_nan_rows_with_notes():
     table = pd.DataFrame({"few": [1.0, 2.0, np.nan], "flat": [1.0, 1.0, 1.0],
                           "gap": [0.1, 0.2, 0.3], "dataset": ["digits"] * 3, "a": [0, 1, 2]})
@@ -349,8 +440,12 @@ def test_degenerate_inputs_give_nan_rows_with_notes():
     coefs, text = ols_gap_on_log_indicator(table, "flat")
     assert coefs["coef"].isna().all() and "indicator is constant" in text
     psi = granulated_kendall(table.assign(b=0), "flat", ["a", "b"]).set_index("axis")
-    assert psi["psi"].isna().all()
-    assert psi.loc["b", "note"] == "axis has a single value"
+    # Jiang's τ of a constant indicator is 0 (every pair tied), not undefined.
+    assert psi.loc["a", "psi"] == 0.0 and psi.loc["a", "n_groups_constant"] == 1
+    assert np.isnan(psi.loc["a", "psi_skip_constant"])
+    assert np.isnan(psi.loc["b", "psi"]) and psi.loc["b", "note"] == "axis has a single value"
+    assert psi.loc["__all__", "psi"] == 0.0
+    psi = granulated_kendall(table.assign(b=0), "flat", ["b"]).set_index("axis")
     assert psi.loc["__all__", "note"] == "no axis produced a value"
 
 
@@ -412,3 +507,15 @@ def test_kind_ordering_nan_transitions_give_a_note_not_a_test():
         {"same_class": nan, "different_class": nan, "random": nan}))
     assert (table["n_networks"] == 0).all()
     assert table["p_value"].isna().all() and table["note"].str.contains("no finite").all()
+
+
+def test_kind_ordering_counts_a_tie_as_tied_not_in_order():
+    # Network means: same 2, 3, 4; different 2, 5, 1: a tie, in order, out of order.
+    table = kind_ordering(_ellipse_summary(
+        {"same_class": [[2], [3], [4]], "different_class": [[2], [5], [1]],
+         "random": [[9], [9], [9]]}))
+    row = table.set_index(["lower", "higher"]).loc[("same_class", "different_class")]
+    assert (row["n_networks"], row["n_in_order"], row["n_tied"]) == (3, 1, 1)
+    assert row["fraction_in_order"] == pytest.approx(1 / 3)
+    # The tie is a zero difference, dropped by the signed-rank test.
+    assert row["p_value"] == pytest.approx(stats.wilcoxon([-2.0, 3.0], alternative="less").pvalue)

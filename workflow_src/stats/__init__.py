@@ -1,4 +1,4 @@
-"""Statistics stage: which indicators track the generalization gap (STUDY.md §6).
+"""Statistics stage: which indicators track the generalization gap (docs/science.md §6).
 
 Every public function takes the aggregate dataset or the network table built from it and
 returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV under

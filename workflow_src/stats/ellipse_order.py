@@ -21,8 +21,9 @@ EXPECTED_ORDER = (("same_class", "different_class"), ("different_class", "random
                   ("same_class", "random"))
 # Columns of the per-ellipse summary (figures.sensitivity.ellipse_summary_table) compared.
 METRICS = ("mean_jacobian_norm", "transitions", "mean_jacobian_norm_init", "transitions_init")
-COLUMNS = ["metric", "lower", "higher", "n_networks", "n_in_order", "fraction_in_order",
-           "median_ratio", "wilcoxon_statistic", "p_value", "p_adjusted", "reject", "note"]
+COLUMNS = ["metric", "lower", "higher", "n_networks", "n_in_order", "n_tied",
+           "fraction_in_order", "median_ratio", "wilcoxon_statistic", "p_value", "p_adjusted",
+           "reject", "note"]
 
 
 def kind_ordering(summary: pd.DataFrame, metrics=METRICS, alpha: float = 0.05) -> pd.DataFrame:
@@ -30,11 +31,14 @@ def kind_ordering(summary: pd.DataFrame, metrics=METRICS, alpha: float = 0.05) -
 
     summary: one row per (run_id, kind, ellipse). Per network, a metric's mean over the
     ellipses of each kind; ``n_in_order`` counts networks where the lower kind's mean is
-    strictly below the higher's, ``median_ratio`` is the median over networks of
-    higher / lower, and ``p_value`` is the one-sided Wilcoxon signed-rank test of
-    lower < higher (zero differences dropped, scipy's default). ``p_adjusted`` and
-    ``reject`` apply Holm's correction over every test in the table. Metrics absent from
-    ``summary`` (e.g. ``*_init`` when the initial weights were not measured) are skipped.
+    strictly below the higher's and ``n_tied`` those where the two are equal (e.g. the
+    same transition count), so n_in_order + n_tied + (networks out of order) = n_networks
+    and a tie counts as not in order in ``fraction_in_order`` = n_in_order / n_networks.
+    ``median_ratio`` is the median over networks of higher / lower, and ``p_value`` is the
+    one-sided Wilcoxon signed-rank test of lower < higher (zero differences, the ties,
+    dropped: scipy's default). ``p_adjusted`` and ``reject`` apply Holm's correction over
+    every test in the table. Metrics absent from ``summary`` (e.g. ``*_init`` when the
+    initial weights were not measured) are skipped.
     """
     rows = []
     for metric in (m for m in metrics if m in summary):
@@ -54,7 +58,8 @@ def _compare(per_network: pd.DataFrame, metric: str, lower: str, higher: str) ->
     pair = per_network[[lower, higher]].to_numpy(dtype=float)
     pair = pair[np.isfinite(pair).all(axis=1)]
     low, high = pair[:, 0], pair[:, 1]
-    row.update(n_networks=len(pair), n_in_order=int(np.sum(low < high)))
+    row.update(n_networks=len(pair), n_in_order=int(np.sum(low < high)),
+               n_tied=int(np.sum(low == high)))
     if len(pair) == 0:
         return {**row, "note": "no finite values (e.g. transitions of a smooth activation)"}
     row["fraction_in_order"] = row["n_in_order"] / len(pair)

@@ -6,7 +6,8 @@ of that claim, per run and pooled over runs:
 - medians of the indicator on correct and misclassified points;
 - Mann–Whitney U test (Mann & Whitney 1947) that misclassified points have larger values;
 - ROC AUC of the indicator as a detector of misclassification (equal to U/(n₀n₁));
-- logistic regression of misclassification on log(indicator) (statsmodels Logit).
+- logistic regression of misclassification on log(indicator) (statsmodels Logit), the one
+  view that needs a positive indicator.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.discrete.discrete_model import Logit
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
+from .tables import strings
+
 POOLED = "pooled"
 COLUMNS = [
-    "scope", "indicator", "n_correct", "n_wrong", "median_correct", "median_wrong", "auc",
-    "mannwhitney_p", "logit_coef", "logit_coef_ci_low", "logit_coef_ci_high", "logit_p", "note",
+    "scope", "indicator", "n_correct", "n_wrong", "n_indicator_missing",
+    "n_nonpositive_not_in_logit", "median_correct", "median_wrong", "auc", "mannwhitney_p",
+    "logit_coef", "logit_coef_ci_low", "logit_coef_ci_high", "logit_p", "note",
 ]
 
 
@@ -33,8 +37,13 @@ def per_point_misclassification(
 ) -> pd.DataFrame:
     """One row per run (scope = run_id) and one pooled over all runs' points.
 
-    Points count when ``correct`` is not NaN and the indicator is finite and positive (the
-    logit uses its log). The caller selects which runs enter, e.g. only converged ones.
+    A point is evaluated when ``correct`` is not NaN (the rest is padding). Evaluated points
+    whose indicator is not finite (not measured there) are left out of every statistic and
+    counted in ``n_indicator_missing``. Every other point enters the medians, the AUC and
+    the Mann–Whitney test; the logit, which uses log(indicator), leaves out the
+    non-positive ones and counts them in ``n_nonpositive_not_in_logit``. ``n_correct`` and
+    ``n_wrong`` count the points of the medians, AUC and Mann–Whitney test. The caller
+    selects which runs enter, e.g. only converged ones.
     A statistic that is undefined for a scope (no misclassified point, perfect
     separation) is NaN and the row's ``note`` says why.
     """
@@ -42,7 +51,7 @@ def per_point_misclassification(
     wrong = 1.0 - ds["correct"].values.astype(float)  # (run, point), NaN where padded
     rows = [
         {"scope": run_id, **_describe(values[i], wrong[i], confidence)}
-        for i, run_id in enumerate(ds["run_id"].values.astype(str))
+        for i, run_id in enumerate(strings(ds["run_id"]))
     ]
     rows.append({"scope": POOLED, **_describe(values.ravel(), wrong.ravel(), confidence)})
     table = pd.DataFrame(rows)
@@ -52,9 +61,12 @@ def per_point_misclassification(
 
 def _describe(values: np.ndarray, wrong: np.ndarray, confidence: float) -> dict:
     """All statistics for one scope's points; values and wrong are (point,)."""
-    keep = np.isfinite(values) & (values > 0) & np.isfinite(wrong)
+    evaluated = np.isfinite(wrong)
+    keep = evaluated & np.isfinite(values)
     values, is_wrong = values[keep], wrong[keep].astype(bool)
-    row = {"n_correct": int((~is_wrong).sum()), "n_wrong": int(is_wrong.sum())}
+    row = {"n_correct": int((~is_wrong).sum()), "n_wrong": int(is_wrong.sum()),
+           "n_indicator_missing": int((evaluated & ~keep).sum()),
+           "n_nonpositive_not_in_logit": int((values <= 0).sum())}
     row["median_correct"] = float(np.median(values[~is_wrong])) if row["n_correct"] else np.nan
     row["median_wrong"] = float(np.median(values[is_wrong])) if row["n_wrong"] else np.nan
     if not (row["n_correct"] and row["n_wrong"]):
@@ -64,7 +76,8 @@ def _describe(values: np.ndarray, wrong: np.ndarray, confidence: float) -> dict:
     row["mannwhitney_p"] = float(
         stats.mannwhitneyu(values[is_wrong], values[~is_wrong], alternative="greater").pvalue
     )
-    return {**row, **_logit(np.log(values), is_wrong, confidence)}
+    positive = values > 0
+    return {**row, **_logit(np.log(values[positive]), is_wrong[positive], confidence)}
 
 
 def _no_logit(note: str) -> dict:
@@ -79,6 +92,8 @@ def _logit(log_values: np.ndarray, is_wrong: np.ndarray, confidence: float) -> d
     statsmodels warns and returns a meaningless finite iterate, so the fit is reported as
     undefined. The AUC (then 1 or 0) still carries the information.
     """
+    if is_wrong.all() or not is_wrong.any():
+        return _no_logit("points with a positive indicator are not of both classes; logit not fit")
     if np.ptp(log_values) == 0:
         return _no_logit("indicator is constant")
     design = np.column_stack([np.ones_like(log_values), log_values])  # (point, 2)

@@ -1,9 +1,14 @@
-"""From the aggregate dataset (STUDY.md §7) to one row per network.
+"""From the aggregate dataset (docs/science.md §7) to one row per network.
 
 Every statistic in this package works on the network table: run_id, every hyperparameter,
 the bookkeeping columns, and one column per indicator. A per-point indicator becomes its
 mean over the points a run evaluated, which is how Novak et al. 2018 (arXiv 1802.08760)
 turn the test-point Jacobian norm into one number per network.
+
+Accuracies and the gap are taken exactly as training stored them and never re-derived by
+subtraction: training computes each from integer counts, rounded once (train.TrainResult),
+so two networks with equal counts have bit-equal gaps and rank statistics see a tie, where
+float subtraction would not (0.80 − 0.56 = 0.24 but 0.81 − 0.57 = 0.2400000000000001).
 """
 
 from __future__ import annotations
@@ -53,12 +58,12 @@ def network_table(ds: xr.Dataset) -> pd.DataFrame:
     travel in ``table.attrs["hyperparameters"]`` for the functions that match networks.
     """
     hps = hyperparameters(ds)
-    columns: dict[str, np.ndarray] = {"run_id": ds["run_id"].values.astype(str)}
+    columns: dict[str, np.ndarray] = {"run_id": strings(ds["run_id"])}
     for name in hps:
         columns[name] = ds[name].values
     for name in BOOKKEEPING:
         columns[name] = ds[name].values
-    columns["status"] = columns["status"].astype(str)
+    columns["status"] = strings(ds["status"])
     for name in point_indicators(ds):
         columns[name] = _nanmean_over_points(ds[name].values)
     for name in network_indicators(ds):
@@ -66,6 +71,12 @@ def network_table(ds: xr.Dataset) -> pd.DataFrame:
     table = pd.DataFrame(columns)
     table.attrs["hyperparameters"] = hps
     return table
+
+
+def strings(da: xr.DataArray) -> np.ndarray:
+    """A string variable as a fixed-width str array. Read back from metrics.zarr, strings
+    are NumPy's variable-width StringDType, which ``astype(str)`` cannot cast."""
+    return np.array(da.values.tolist(), dtype=str)
 
 
 def _nanmean_over_points(values: np.ndarray) -> np.ndarray:
@@ -83,7 +94,7 @@ def converged_runs(ds: xr.Dataset) -> xr.Dataset:
 
 
 def converged(table: pd.DataFrame) -> pd.DataFrame:
-    """Only the networks that reached the target training accuracy (STUDY.md §3, §6)."""
+    """Only the networks that reached the target training accuracy (docs/science.md §3, §6)."""
     kept = table[table["status"] == "converged"].reset_index(drop=True)
     kept.attrs = dict(table.attrs)
     return kept
