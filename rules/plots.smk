@@ -46,7 +46,8 @@ rule plot_bounds:
         **figure_outputs("loss_bounds", category="Loss bounds"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("figures/common", "figures/theme", "figures/bounds", "metrics/bounds"),
+        code=package_files("figures/common", "figures/theme", "figures/bounds", "metrics/bounds",
+                           "stats/tables"),
     params:
         plots=config["plots"],
         figures=figure_dir,

@@ -6,7 +6,7 @@ STATS = f"{STUDY_DIR}/stats"
 
 rule correlate:
     output:
-        networks=f"{STATS}/networks.csv",
+        networks=report(f"{STATS}/networks.csv", caption="../report/captions/networks.rst", category="Statistical tables"),
         correlations=report(f"{STATS}/correlations.csv", caption="../report/captions/correlations.rst", category="Statistical tables"),
         per_point=report(f"{STATS}/per_point.csv", caption="../report/captions/per_point.rst", category="Statistical tables"),
     input:
@@ -39,7 +39,7 @@ rule granulate:
 rule regress:
     output:
         coefficients=report(f"{STATS}/ols.csv", caption="../report/captions/ols.rst", category="Statistical tables"),
-        summary=f"{STATS}/ols_summary.txt",
+        summary=report(f"{STATS}/ols_summary.txt", caption="../report/captions/ols_summary.rst", category="Statistical tables"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("stats/tables", "stats/regression"),
@@ -56,7 +56,7 @@ rule regress:
 rule paired:
     output:
         tests=report(f"{STATS}/paired.csv", caption="../report/captions/paired.rst", category="Statistical tables"),
-        pairs=f"{STATS}/pairs.csv",
+        pairs=report(f"{STATS}/pairs.csv", caption="../report/captions/pairs.rst", category="Statistical tables"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("stats/tables", "stats/paired"),

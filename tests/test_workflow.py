@@ -155,6 +155,12 @@ def test_report_embeds_every_figure_and_table(study):
     html = report.read_text()
     for name in ("jacobian_vs_gap.png", "ellipse_profile.png", "loss_bounds.png",
                  "learning_curves.png", "indicators_vs_gap.png", "correlations.csv",
-                 "summary.csv", "granulated.csv", "ellipse_order.csv"):
+                 "summary.csv", "granulated.csv", "ellipse_order.csv", "networks.csv",
+                 "pairs.csv", "ols_summary.txt"):
         assert f"filename={name}" in html, name
-    assert "Duplicate explicit target" not in html
+    # docutils renders a caption's RST mistakes (e.g. |Ψ| read as a substitution) into the
+    # page as "System Message" boxes and reports them on stderr as (ERROR/3), (WARNING/2).
+    for problem in ("System Message", "Undefined substitution", "Duplicate explicit target"):
+        assert problem not in html, problem
+    for level in ("(WARNING/", "(ERROR/", "(SEVERE/"):
+        assert level not in result.stderr, result.stderr

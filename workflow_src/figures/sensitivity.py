@@ -12,7 +12,10 @@ import pandas as pd
 import xarray as xr
 
 from ..stats.tables import converged_runs
+from .common import log_scale, tooltips
 
+# Axis titles are plain text, and Unicode has no subscript F: the norm is named in words.
+JACOBIAN = "‖∂softmax/∂x‖ (Frobenius)"
 STATUS_SHAPES = alt.Scale(domain=["converged", "unconverged", "diverged"],
                           range=["circle", "triangle", "cross"])
 
@@ -26,13 +29,13 @@ def jacobian_vs_gap_chart(networks: pd.DataFrame, hyperparameters: list[str], co
         alt.Chart(networks, title="Mean test Jacobian norm vs generalization gap")
         .mark_point(size=70, filled=True, opacity=0.8)
         .encode(
-            x=alt.X("jacobian_norm:Q", scale=alt.Scale(type="log"),
-                    title="mean test ‖∂softmax/∂x‖_F (log scale)"),
+            x=alt.X("jacobian_norm:Q", title=f"mean test {JACOBIAN} (log scale)",
+                    **log_scale(networks["jacobian_norm"])),
             y=alt.Y("gap:Q", title="generalization gap (train acc − test acc)"),
             color=alt.Color(f"{color_by}:{color_type}", title=color_by,
                             scale=alt.Scale(scheme="viridis") if color_type == "O" else alt.Undefined),
             shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
-            tooltip=["run_id", "status", "gap", "jacobian_norm", *varying],
+            tooltip=tooltips(networks, ["run_id", "status", "gap", "jacobian_norm", *varying]),
         )
         .properties(width=width, height=height)
     )
@@ -54,8 +57,8 @@ def jacobian_by_correctness_chart(points: pd.DataFrame, facet_by: str, width: in
         .mark_boxplot(extent="min-max")
         .encode(
             x=alt.X("prediction:N", title=None),
-            y=alt.Y("jacobian_norm:Q", scale=alt.Scale(type="log"),
-                    title="‖∂softmax/∂x‖_F at the point (log scale)"),
+            y=alt.Y("jacobian_norm:Q", title=f"{JACOBIAN} at the point (log scale)",
+                    **log_scale(points["jacobian_norm"])),
             color=alt.Color("prediction:N", scale=alt.Scale(
                 domain=["correct", "misclassified"], range=["#0072B2", "#D55E00"]), legend=None),
             column=alt.Column(f"{facet_by}:N", title=facet_by),
@@ -123,11 +126,11 @@ def ellipse_profile_chart(profile: pd.DataFrame, width: int, height: int) -> alt
         color=alt.Color("kind:N", scale=KIND_COLOURS, sort=KIND_ORDER, title="anchors"),
     )
     band = base.mark_area(opacity=0.2).encode(
-        y=alt.Y("band_low:Q", scale=alt.Scale(type="log"),
-                title="‖∂softmax/∂x‖_F (geometric mean ± 1 sd, log scale)"),
+        y=alt.Y("band_low:Q", title=f"{JACOBIAN} (geometric mean ± 1 sd, log scale)",
+                **log_scale(profile["band_low"], profile["band_high"])),
         y2="band_high:Q")
-    line = base.mark_line().encode(y="jacobian_norm:Q",
-                                   tooltip=["kind", "angle_deg", "jacobian_norm"])
+    line = base.mark_line().encode(
+        y="jacobian_norm:Q", tooltip=tooltips(profile, ["kind", "angle_deg", "jacobian_norm"]))
     anchors = alt.Chart(pd.DataFrame({"anchor": [0, 120, 240]})).mark_rule(
         strokeDash=[4, 4], color="gray").encode(x="anchor:Q")
     return (band + line + anchors).properties(
@@ -152,14 +155,14 @@ def ellipse_kinds_chart(summary: pd.DataFrame, width: int, height: int) -> alt.C
         return alt.Chart(long).mark_boxplot(extent="min-max").encode(
             x=alt.X("kind:N", sort=KIND_ORDER, title=None),
             xOffset=alt.XOffset("weights:N", sort=weights),
-            y=alt.Y(f"{field}:Q", scale=alt.Scale(type="log"), title=title),
+            y=alt.Y(f"{field}:Q", title=title, **log_scale(long[field])),
             color=alt.Color("kind:N", scale=KIND_COLOURS, sort=KIND_ORDER, legend=None),
             opacity=alt.Opacity("weights:N", sort=weights, scale=alt.Scale(
                 domain=weights, range=[1.0, 0.35][:len(weights)]), title="weights"),
         ).properties(width=max(150, width // 2), height=height)
 
     return alt.hconcat(
-        panel("mean_jacobian_norm", "mean ‖∂softmax/∂x‖_F around the ellipse (log scale)"),
+        panel("mean_jacobian_norm", f"mean {JACOBIAN} around the ellipse (log scale)"),
         panel("transitions", "exact transitions around the ellipse (count, log scale)"),
     ).properties(title="Sensitivity on and off the data manifold (converged networks"
                  + ("; faint boxes: the same networks at their initial weights)"
@@ -167,13 +170,23 @@ def ellipse_kinds_chart(summary: pd.DataFrame, width: int, height: int) -> alt.C
 
 
 def jacobian_vs_loss_chart(points: pd.DataFrame, width: int, height: int) -> alt.Chart:
-    """Novak Fig. 5: per test point, Jacobian norm against the cross-entropy loss."""
-    return alt.Chart(points).mark_circle(size=12, opacity=0.4).encode(
-        x=alt.X("loss:Q", scale=alt.Scale(type="log"), title="test loss at the point (nats, log scale)"),
-        y=alt.Y("jacobian_norm:Q", scale=alt.Scale(type="log"),
-                title="‖∂softmax/∂x‖_F at the point (log scale)"),
+    """Novak Fig. 5: per test point, Jacobian norm against the cross-entropy loss.
+
+    Both axes are logarithmic, so points with loss or norm 0 (a point classified with
+    certainty in floating point) cannot be drawn; they are left out, and the title says
+    how many.
+    """
+    shown = points[(points["loss"] > 0) & (points["jacobian_norm"] > 0)]
+    left_out = len(points) - len(shown)
+    title = "Jacobian norm vs loss at test points (converged networks)"
+    if left_out:
+        title += f"; {left_out} points with loss or norm 0 not shown"
+    return alt.Chart(shown).mark_circle(size=12, opacity=0.4).encode(
+        x=alt.X("loss:Q", title="test loss at the point (nats, log scale)",
+                **log_scale(shown["loss"])),
+        y=alt.Y("jacobian_norm:Q", title=f"{JACOBIAN} at the point (log scale)",
+                **log_scale(shown["jacobian_norm"])),
         color=alt.Color("prediction:N", scale=alt.Scale(
             domain=["correct", "misclassified"], range=["#0072B2", "#D55E00"])),
-        tooltip=["run_id", "loss", "jacobian_norm", "prediction"],
-    ).properties(width=width, height=height,
-                 title="Jacobian norm vs loss at test points (converged networks)")
+        tooltip=tooltips(shown, ["run_id", "loss", "jacobian_norm", "prediction"]),
+    ).properties(width=width, height=height, title=title)

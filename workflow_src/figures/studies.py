@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from ..stats.tables import network_indicators, point_indicators
+from .common import log_scale, tooltips
 
 CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
            "svhn": 10}
@@ -26,6 +27,7 @@ STATUS_SHAPES = alt.Scale(domain=["converged", "unconverged", "diverged"],
                           range=["circle", "triangle-up", "cross"])
 # Grouping by architecture gets one panel (or dash pattern) each only while it stays legible.
 MAX_PANELS = 4
+PANEL_COLUMNS = 2  # wrapped facets: a study with many panels grows down, not sideways
 FACTOR_INDICATORS = ("jacobian_norm", "transitions_exact")
 # pairs.csv columns that are not hyperparameters of the pair
 PAIR_COLUMNS = {"factor", "contrast", "level_a", "level_b", "indicator", "run_id_a", "run_id_b",
@@ -86,10 +88,15 @@ def learning_curves_chart(curves: pd.DataFrame, hyperparameters: list[str], widt
                           height: int):
     """Zhang et al. Fig. 1a: training loss against optimizer steps, one line per network."""
     frame = with_group(curves, hyperparameters, exclude=("dataset", "corruption", "label_noise"))
-    tooltip = ["run_id", "status", "step", "train_loss", "train_acc", "test_acc",
-               *varying(frame, hyperparameters)]
+    tooltip = tooltips(frame, ["run_id", "status", "step", "train_loss", "train_acc", "test_acc",
+                               *varying(frame, hyperparameters)])
+    # One panel per dataset, and per architecture group while there are few groups.
+    panel = frame["dataset"].astype(str)
+    if 1 < frame["group"].nunique() <= MAX_PANELS:
+        panel = panel + ", " + frame["group"]
+    frame = frame.assign(panel=panel)
     lines = (
-        alt.Chart(title="Training loss while fitting (Zhang et al. Fig. 1a)")
+        alt.Chart()
         .mark_line(opacity=0.8)
         .encode(
             x=alt.X("step:Q", title="optimizer steps (updates)"),
@@ -101,8 +108,10 @@ def learning_curves_chart(curves: pd.DataFrame, hyperparameters: list[str], widt
         )
         .properties(width=width, height=height)
     )
-    column = "group" if frame["group"].nunique() <= MAX_PANELS else None
-    return _facet(alt.layer(lines, data=frame), frame, row="dataset", column=column)
+    return alt.layer(lines, data=frame).facet(
+        facet=alt.Facet("panel:N", title=None, header=alt.Header(labelLimit=2 * width)),
+        columns=min(frame["panel"].nunique(), PANEL_COLUMNS),
+        title="Training loss while fitting (Zhang et al. Fig. 1a)")
 
 
 def _noise_axis() -> alt.X:
@@ -113,8 +122,8 @@ def _noise_axis() -> alt.X:
 def _versus_noise(fits: pd.DataFrame, field: str, title: str, hyperparameters: list[str],
                   width: int, height: int) -> alt.LayerChart:
     """Points per network against label noise; lines join converged networks of one group."""
-    tooltip = ["run_id", "status", "steps", "seconds", "test_error",
-               *varying(fits, hyperparameters)]
+    tooltip = tooltips(fits, ["run_id", "status", "steps", "seconds", "test_error",
+                              *varying(fits, hyperparameters)])
     base = alt.Chart().encode(x=_noise_axis(), y=alt.Y(f"{field}:Q", title=title),
                               color=alt.Color("corruption:N", title="input corruption"))
     lines = (base.transform_filter(alt.datum.status == "converged")
@@ -145,7 +154,8 @@ def test_error_chart(fits: pd.DataFrame, hyperparameters: list[str], width: int,
     points = _versus_noise(fits, "test_error", "test error (fraction, clean test labels)",
                            hyperparameters, width, height)
     chance = alt.Chart().mark_rule(strokeDash=[5, 4], color="#555555").encode(
-        y="max(chance):Q", tooltip=[alt.Tooltip("max(chance):Q", title="chance 1 − 1/K")])
+        y="max(chance):Q", tooltip=[alt.Tooltip("max(chance):Q", title="chance 1 − 1/K",
+                                                format=".4g")])
     chart = alt.layer(points, chance, data=fits,
                       title="Test error vs label noise (Zhang et al. Fig. 1c); "
                             "dashed: chance 1 − 1/K")
@@ -179,10 +189,10 @@ def factor_chart(pairs: pd.DataFrame, tests: pd.DataFrame, titles: dict[str, lis
         slopes = alt.Chart(sides).mark_line(point=True, opacity=0.7).encode(
             x=alt.X("level:N", sort=alt.EncodingSortField("side"), title=None),
             y=alt.Y("value:Q", title=titles.get(name, name),
-                    scale=alt.Scale(type="log" if log else "linear")),
+                    **(log_scale(sides["value"]) if log else {})),
             detail="pair:N",
             color=alt.Color("factor:N", legend=None),
-            tooltip=["contrast", "level", "run_id", "value", *others],
+            tooltip=tooltips(sides, ["contrast", "level", "run_id", "value", *others]),
         ).properties(width=max(140, width // 3), height=height).facet(
             column=alt.Column("contrast:N", title=None, header=alt.Header(labelLimit=180))
         ).resolve_scale(x="independent")
@@ -199,14 +209,16 @@ def _differences(sub: pd.DataFrame, tests: pd.DataFrame, name: str, height: int)
     y_title = [f"paired difference of {name}", "(level_b − level_a; black: median, CI)"]
     dots = alt.Chart(diffs).mark_circle(size=45, opacity=0.6).encode(
         x=x, y=alt.Y("diff:Q", title=y_title), color=alt.Color("factor:N", legend=None),
-        tooltip=["contrast", "run_id_a", "run_id_b", "value_a", "value_b", "diff"])
+        tooltip=tooltips(diffs, ["contrast", "run_id_a", "run_id_b", "value_a", "value_b",
+                                 "diff"]))
     tested = tests.dropna(subset=["median_diff"])
     interval = alt.Chart(tested).mark_rule(strokeWidth=2, color="black").encode(
         x=x, y=alt.Y("median_diff_ci_low:Q", title=y_title), y2="median_diff_ci_high:Q")
     median = alt.Chart(tested).mark_tick(color="black", thickness=3, size=22).encode(
         x=x, y="median_diff:Q",
-        tooltip=["contrast", "n_pairs", "median_diff", "median_diff_ci_low", "median_diff_ci_high",
-                 "rank_biserial", "p_value", "p_adjusted"])
+        tooltip=tooltips(tested, ["contrast", "n_pairs", "median_diff", "median_diff_ci_low",
+                                  "median_diff_ci_high", "rank_biserial", "p_value",
+                                  "p_adjusted"]))
     zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="zero:Q")
     return alt.layer(zero, dots, interval, median).properties(width=alt.Step(90), height=height)
 
@@ -217,23 +229,32 @@ def indicators_vs_gap_chart(networks: pd.DataFrame, titles: dict[str, list[str]]
     per dataset; the shape marks networks that missed the target."""
     if not titles:
         return _message("The metrics store marks no indicator")
-    color_type = "O" if pd.api.types.is_numeric_dtype(networks[color_by]) else "N"
+    shown = varying(networks, hyperparameters)  # for the tooltips
     rows = []
     for name, title in titles.items():
         log = bool((networks[name].dropna() > 0).all())
-        points = alt.Chart().mark_point(size=70, filled=True, opacity=0.8).encode(
-            x=alt.X(f"{name}:Q", scale=alt.Scale(type="log" if log else "linear", zero=False),
-                    title=[*title[:-1], f"{title[-1]}{', log scale' if log else ''}"]),
-            y=alt.Y("gap:Q", title="generalization gap (train acc − test acc, fraction)"),
-            color=alt.Color(f"{color_by}:{color_type}", title=color_by),
-            shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
-            tooltip=["run_id", "status", "gap", name, *varying(networks, hyperparameters)],
-        ).properties(width=width, height=height)
-        chart = alt.layer(points, data=networks).facet(
-            column=alt.Column("dataset:N", title=None))
-        rows.append(chart.resolve_scale(x="independent"))
+        x_title = [*title[:-1], f"{title[-1]}{', log scale' if log else ''}"]
+        panels = [_indicator_panel(networks[networks["dataset"] == dataset], name, x_title, log,
+                                   shown, color_by, width, height)
+                  for dataset in sorted(networks["dataset"].unique())]
+        rows.append(alt.hconcat(*panels))
     return alt.vconcat(*rows, title="Indicators vs generalization gap, one panel per dataset "
                                     "(Novak et al. Fig. 4)")
+
+
+def _indicator_panel(networks: pd.DataFrame, name: str, x_title: list[str], log: bool,
+                     shown: list[str], color_by: str, width: int, height: int):
+    """One dataset's networks: indicator ``name`` against the gap, its own x axis."""
+    color_type = "O" if pd.api.types.is_numeric_dtype(networks[color_by]) else "N"
+    x_scale = log_scale(networks[name]) if log else {"scale": alt.Scale(zero=False)}
+    return alt.Chart(networks, title=str(networks["dataset"].iloc[0])).mark_point(
+        size=70, filled=True, opacity=0.8).encode(
+        x=alt.X(f"{name}:Q", title=x_title, **x_scale),
+        y=alt.Y("gap:Q", title="generalization gap (train acc − test acc, fraction)"),
+        color=alt.Color(f"{color_by}:{color_type}", title=color_by),
+        shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
+        tooltip=tooltips(networks, ["run_id", "status", "gap", name, *shown]),
+    ).properties(width=width, height=height)
 
 
 def _message(text: str) -> alt.Chart:
