@@ -1,4 +1,4 @@
-"""Corruptions (Zhang et al. §2.1; STUDY.md §2) against independent counts and statistics."""
+"""Corruptions (Zhang et al. §2.1; docs/science.md §2) against independent counts and statistics."""
 
 import math
 
@@ -323,3 +323,43 @@ def test_same_seed_same_output_different_seed_different(corruption):
         b = make_corrupted(RAW, spec(seed=6, **full))
         np.testing.assert_array_equal(a["train_index"].values, b["train_index"].values)
         assert not np.array_equal(a["x_train"].values, b["x_train"].values)
+
+
+# --- label noise at a sample size that separates p from p (1 - 1/K) ----------------------
+# n = 50,000, p = 0.5, K = 10: the flip rate is 0.45 if each label is redrawn with
+# probability p, and 0.405 if the redraw probability were p (1 - 1/K); the binomial sd of
+# the flip rate is ~0.0022, so the two are ~20 sd apart and a 5 sd band tells them apart.
+N_LARGE, P_LARGE = 50_000, 0.5
+
+
+def assert_redrawn_with_probability(clean, noisy, p):
+    """Flip rate p (1 - 1/K) within 5 sd, and the redraw-implied transition matrix: from
+    class i, class j != i with probability p / K each, class i with 1 - p + p / K."""
+    n = clean.size
+    flips = np.mean(noisy != clean)
+    q = p * (1 - 1 / K)
+    assert abs(flips - q) < 5 * math.sqrt(q * (1 - q) / n)
+    observed = np.zeros((K, K))
+    np.add.at(observed, (clean, noisy), 1)
+    expected_rows = np.full((K, K), p / K) + np.eye(K) * (1 - p)
+    expected = expected_rows * observed.sum(axis=1, keepdims=True)
+    assert stats.chisquare(observed.ravel(), expected.ravel(), ddof=K - 1).pvalue > 1e-4
+
+
+def test_label_noise_redraws_with_probability_p_not_the_flip_rate():
+    labels = np.random.default_rng(21).integers(0, K, N_LARGE)
+    noisy = label_noise(labels, P_LARGE, K, np.random.default_rng(22))
+    assert_redrawn_with_probability(labels, noisy, P_LARGE)
+
+
+def test_make_corrupted_passes_label_noise_p_unchanged():
+    """The same check through make_corrupted, which reads p from the run's DataSpec."""
+    n_per_class = N_LARGE // K
+    labels = np.repeat(np.arange(K), n_per_class).astype(np.int64)
+    images = np.zeros((N_LARGE, 1, 1, 1), dtype=np.uint8)  # pixels play no part here
+    raw = RawDataset("synthetic", images, labels, images[:K], labels[::n_per_class], K, "test")
+    ds = make_corrupted(raw, spec(n_train=N_LARGE, n_test=K, label_noise=P_LARGE))
+    clean, noisy = ds["y_train_clean"].values, ds["y_train"].values
+    assert clean.size == N_LARGE
+    assert_redrawn_with_probability(clean, noisy, P_LARGE)
+    assert ds.attrs["fraction_train_labels_changed"] == pytest.approx(np.mean(noisy != clean))

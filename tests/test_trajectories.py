@@ -2,8 +2,10 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from workflow_src.metrics.trajectories import (
     choose_anchors,
@@ -111,3 +113,28 @@ def test_draw_ellipses_kind_major_through_anchors_of_their_kind():
         assert len(labels) == (3 if kind == "different_class" else 1)
     again = draw_ellipses(train_x, train_y, per_kind=2, seed=0)[1]
     assert all(torch.equal(u, v) for e, f in zip(ellipses, again) for u, v in zip(e, f))
+
+
+def test_random_anchors_follow_per_pixel_statistics():
+    """Per-pixel means in [-4, 6] and stds in [0.05, 3], far from the global mean (~1) and
+    std (~3) and from N(0, 1): 3 x 1500 anchors per pixel put each anchor pixel's sample
+    mean within 5 sd (5 std / sqrt(4500) ~ 0.07 std) of the training pixel's mean."""
+    rng = np.random.default_rng(0)
+    n_pixels = 2 * 3 * 4
+    pixel_mean = rng.permutation(np.linspace(-4.0, 6.0, n_pixels)).reshape(2, 3, 4)
+    pixel_std = rng.permutation(np.geomspace(0.05, 3.0, n_pixels)).reshape(2, 3, 4)
+    train_x = pixel_mean + pixel_std * rng.standard_normal((400, 2, 3, 4))
+    train_y = torch.arange(400) % 4
+    # The statistics the anchors must have, from the data in float64 (torch.std is ddof=1).
+    expected_mean, expected_std = train_x.mean(axis=0), train_x.std(axis=0, ddof=1)
+    per_kind = 1500
+    kinds, ellipses = draw_ellipses(torch.from_numpy(train_x), train_y, per_kind, seed=1)
+    angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
+    anchors = np.stack([ellipse_points(c, a, b, angles).numpy()
+                        for kind, (c, a, b) in zip(kinds, ellipses) if kind == "random"])
+    samples = anchors.reshape(3 * per_kind, 2, 3, 4)
+    m = len(samples)
+    assert np.all(np.abs(samples.mean(0) - expected_mean) < 5 * expected_std / math.sqrt(m))
+    assert np.all(np.abs(samples.std(0, ddof=1) / expected_std - 1) < 5 / math.sqrt(2 * m))
+    z = ((samples - expected_mean) / expected_std).ravel()  # Gaussian, pixel by pixel
+    assert stats.kstest(z, "norm").pvalue > 1e-4

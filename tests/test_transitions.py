@@ -240,3 +240,57 @@ def test_simultaneous_and_constant_units():
     repeated = torch.cat([vertices[:2], vertices[1:]])
     after = exact_transitions_polygon(model, vertices)
     assert exact_transitions_polygon(model, repeated).count == after.count != before.count
+
+
+def identity_relu_net():
+    """One hidden relu layer with pre-activation = input coordinate: unit u is on iff z_u > 0."""
+    model = make_net("relu", depth=1, width=DIM)
+    with torch.no_grad():
+        model.hidden[0].weight.copy_(torch.eye(DIM))
+        model.hidden[0].bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("corner,k", [(0, 4), (3, 4), (0, 64)])
+@pytest.mark.parametrize("chunk_size", [4096, 3, 1])
+def test_sampled_counts_the_closing_pair(corner, k, chunk_size):
+    """A square whose every unit is on only near one corner. With k = 4 the samples are the
+    corners; corner 0 is z_0 and corner 3 is z_{k-1}. With k = 64 the on-region around
+    corner 0 (~1e-3 / 4 of s wide) holds z_0 alone. Each unit then changes at the two pairs
+    around that sample, one of them (z_{k-1}, z_0): 2 per unit, 2 * DIM in all, the count
+    of the exact walk too."""
+    vertices = -torch.ones(4, DIM, dtype=torch.float64)
+    vertices[corner] = 1e-3
+    path = polygon_path(vertices)
+    on = (path(torch.arange(k, dtype=torch.float64) / k) > 0).all(dim=1)  # (k,)
+    assert on.nonzero().flatten().tolist() == [0 if corner == 0 else k - 1]
+    model = identity_relu_net()
+    assert sampled_transitions(model, path, k, chunk_size) == 2 * DIM
+    assert exact_transitions_polygon(model, vertices).count == 2 * DIM
+
+
+def near_breakpoint_polygon(seed, eps=1e-5, n_vertices=5, width=16):
+    """A one-layer relu net and a polygon around a point far from 0 on which every unit's
+    pre-activation only varies by ~eps around 0: per sample at k = 2^14 it moves
+    ~eps * n_vertices / k ~ 3e-9, far above float64 rounding (~1e-15 here) and far below
+    float32 rounding (~1e-7), which would flip units back and forth near each crossing.
+    Returns the model, the vertices and the exact count by hand: one hidden layer is
+    affine along every segment, so each unit crosses once per sign change at the vertices."""
+    model = make_net("relu", depth=1, width=width, seed=seed)
+    base, offsets = randn(DIM, seed=seed), randn(n_vertices, DIM, seed=seed + 1)
+    vertices = base + eps * offsets  # (V, DIM), |base| ~ 2
+    layer = model.hidden[0]
+    with torch.no_grad():
+        layer.bias.copy_(-(vertices @ layer.weight.T).mean(dim=0))  # every unit crosses
+        pre = (vertices @ layer.weight.T + layer.bias).numpy()  # (V, U)
+    on = pre > 0
+    assert np.abs(pre).min() > 1e-12 and np.abs(pre).max() < 1e-3
+    return model, vertices, int((on != np.roll(on, -1, axis=0)).sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sampled_is_exact_in_float64_at_large_k_near_breakpoints(seed):
+    model, vertices, expected = near_breakpoint_polygon(seed)
+    assert expected > 0
+    assert exact_transitions_polygon(model, vertices).count == expected
+    assert sampled_transitions(model, polygon_path(vertices), 2**14) == expected
