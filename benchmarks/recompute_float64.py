@@ -22,7 +22,12 @@ Only the geometry (which input points a trajectory or an ellipse passes through)
 the workflow (``workflow_src.metrics.trajectories``), so that both sides see the same inputs.
 
 Prints, per variable, the largest relative error |stored − float64| / |float64| and how many
-values exceed ``--tolerance`` (default 1e-4); exits 1 if any does.
+values exceed ``--tolerance`` (default 1e-4); exits 1 if any does. Values at a breakpoint are
+counted apart: where a hidden unit's pre-activation lies within ``--kink`` (default 1e-5) of a
+breakpoint of its activation, the Jacobian of a piecewise-linear network jumps between two
+linear pieces, and float32 rounding of the workflow's forward pass picks one of them, so the
+stored value is a one-sided Jacobian that may differ from the float64 side. Those values are
+listed (with their largest difference) but are not failures.
 
     .venv/bin/python benchmarks/recompute_float64.py --study demo
     .venv/bin/python benchmarks/recompute_float64.py --configfile studies/mine.yaml
@@ -42,7 +47,7 @@ import xarray as xr
 from workflow_src.config import load_study, validate_config
 from workflow_src.metrics.trajectories import (draw_ellipses, ellipse_points, polygon_points,
                                                translation_polygon)
-from workflow_src.models import build_model, load_model
+from workflow_src.models import BREAKPOINTS, build_model, load_model
 from workflow_src.runtable import build_run_table
 
 BATCH = 256  # points per autograd batch: bounds memory at BATCH × d float64 per row
@@ -112,20 +117,35 @@ def softmax_norms(model64, points) -> np.ndarray:
     return jacobians64(model64, points)[2].flatten(1).norm(dim=1).numpy()
 
 
+def breakpoint_margins(model64, points) -> np.ndarray:
+    """(B,) distance of the pre-activation nearest to a breakpoint, over every hidden unit
+    (inf for smooth activations): where it is tiny the Jacobian is one-sided."""
+    breakpoints = BREAKPOINTS[model64.spec.activation]
+    if not breakpoints:
+        return np.full(len(points), np.inf)
+    with torch.no_grad():
+        z = torch.cat(model64.preactivations(points.double()), dim=1)  # (B, units)
+        return torch.stack([(z - bp).abs().amin(dim=1) for bp in breakpoints]).amin(0).numpy()
+
+
 def trajectory_references(model64, x, n_walked, positions):
-    """Mean ‖∂σ/∂x‖_F over ``positions`` equally spaced points of each translation polygon."""
+    """Mean ‖∂σ/∂x‖_F over ``positions`` equally spaced points of each translation polygon,
+    and each polygon's smallest breakpoint margin over those points."""
     s = torch.arange(positions, dtype=torch.float64) / positions
-    return np.array([softmax_norms(model64, polygon_points(translation_polygon(image), s)).mean()
-                     for image in x[:n_walked]])
+    polygons = [polygon_points(translation_polygon(image), s) for image in x[:n_walked]]
+    return (np.array([softmax_norms(model64, points).mean() for points in polygons]),
+            np.array([breakpoint_margins(model64, points).min() for points in polygons]))
 
 
 def ellipse_references(networks, data, settings, angles):
-    """{variable: (E, len(angles))} profiles along the study's ellipses at the given angles."""
+    """{variable: ((E, len(angles)) profiles, (E, len(angles)) breakpoint margins)} along the
+    study's ellipses at the given angles."""
     train_x = torch.as_tensor(data["x_train"].values)
     train_y = torch.as_tensor(data["y_train_clean"].values)
     _, ellipses = draw_ellipses(train_x, train_y, settings["per_kind"], settings["seed"])
-    return {name: np.stack([softmax_norms(net, ellipse_points(c, a, b, angles).to(train_x.dtype))
-                            for c, a, b in ellipses])
+    points = [ellipse_points(c, a, b, angles).to(train_x.dtype) for c, a, b in ellipses]
+    return {name: (np.stack([softmax_norms(net, p) for p in points]),
+                   np.stack([breakpoint_margins(net, p) for p in points]))
             for name, net in networks.items()}
 
 
@@ -137,15 +157,16 @@ def compare_run(ds_run, run, config, args, errors):
     points = int(np.isfinite(ds_run["loss"].values).sum())
     x = torch.as_tensor(data["x_test"].values[:points])
     y = torch.as_tensor(data["y_test"].values[:points]).long()
+    margins = breakpoint_margins(trained, x)
     for name, ref in per_point_references(trained, x, y, n_classes).items():
-        errors[name].append(relative_errors(ds_run[name].values[:points], ref))
+        errors[name].append((relative_errors(ds_run[name].values[:points], ref), margins))
     if "trajectory_jacobian_norm" in ds_run:
         stored = ds_run["trajectory_jacobian_norm"].values
         walked = int(np.isfinite(stored).sum())
         walked = min(walked, args.trajectories) if args.trajectories else walked
         positions = config["measure"]["transitions"]["jacobian_positions"]
-        errors["trajectory_jacobian_norm"].append(relative_errors(
-            stored[:walked], trajectory_references(trained, x, walked, positions)))
+        ref, margins = trajectory_references(trained, x, walked, positions)
+        errors["trajectory_jacobian_norm"].append((relative_errors(stored[:walked], ref), margins))
     if "ellipse_jacobian_norm" in ds_run:
         networks = {"ellipse_jacobian_norm": trained}
         if "ellipse_jacobian_norm_init" in ds_run:
@@ -153,9 +174,10 @@ def compare_run(ds_run, run, config, args, errors):
                 trained.spec, int(ds_run.seed)).double().eval()
         chosen = slice(None, None, args.ellipse_stride)
         angles = torch.as_tensor(ds_run["angle"].values[chosen], dtype=torch.float64)
-        for name, ref in ellipse_references(networks, data, config["measure"]["ellipses"],
-                                            angles).items():
-            errors[name].append(relative_errors(ds_run[name].values[:, chosen], ref).ravel())
+        for name, (ref, margins) in ellipse_references(
+                networks, data, config["measure"]["ellipses"], angles).items():
+            errors[name].append((relative_errors(ds_run[name].values[:, chosen], ref).ravel(),
+                                 margins.ravel()))
 
 
 def main() -> int:
@@ -164,6 +186,8 @@ def main() -> int:
     parser.add_argument("--configfile", default="config.yaml",
                         help="the study's config, for its run table and measuring settings")
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--kink", type=float, default=1e-5,
+                        help="pre-activation distance to a breakpoint that counts as on it")
     parser.add_argument("--trajectories", type=int, default=10,
                         help="walked test points per network to recompute (0: all)")
     parser.add_argument("--ellipse-stride", type=int, default=8,
@@ -188,15 +212,19 @@ def main() -> int:
         ds_run = ds.isel(run=r)
         compare_run(ds_run, runs[ds_run.run_id.item()], config, args, errors)
         print(f"run {r + 1}/{ds.sizes['run']} ({ds_run.run_id.item()}) recomputed", flush=True)
-    print(f"\n{'variable':<30}{'values':>8}{'max rel. error':>16}{f'> {args.tolerance:g}':>10}")
+    print(f"\n{'variable':<30}{'values':>8}{'max rel. error':>16}{f'> {args.tolerance:g}':>10}"
+          f"{'at a breakpoint (max error)':>30}")
     failed = False
     for name, parts in errors.items():
         if not parts:
             continue
-        values = np.concatenate(parts)
-        over = int((values > args.tolerance).sum())
+        values = np.concatenate([e for e, _ in parts])
+        at_kink = np.concatenate([m for _, m in parts]) < args.kink
+        off = values[~at_kink]
+        over = int((off > args.tolerance).sum())
         failed |= over > 0
-        print(f"{name:<30}{len(values):>8}{values.max():>16.3g}{over:>10}")
+        kinks = f"{int(at_kink.sum())} ({values[at_kink].max():.3g})" if at_kink.any() else "0"
+        print(f"{name:<30}{len(values):>8}{off.max(initial=0):>16.3g}{over:>10}{kinks:>30}")
     print(f"\ntrajectories: first {args.trajectories or 'all'} walked points per network, all "
           f"positions; ellipses: every {args.ellipse_stride}th angle")
     return 1 if failed else 0
