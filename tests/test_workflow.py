@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG, planned_jobs, snakemake
 
 from workflow_src.runtable import HYPERPARAMETERS
@@ -164,3 +169,32 @@ def test_report_embeds_every_figure_and_table(study):
         assert problem not in html, problem
     for level in ("(WARNING/", "(ERROR/", "(SEVERE/"):
         assert level not in result.stderr, result.stderr
+
+
+def test_killed_snakemake_resumes_to_identical_statistics(study, tmp_path):
+    """kill -9 of Snakemake and its jobs mid-study, a second Snakemake refused meanwhile:
+    after `--unlock`, a re-run finishes with statistics byte-identical to a clean run's."""
+    config_path = tmp_path / "study.yaml"
+    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
+    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory",
+               str(tmp_path), "--configfile", str(config_path), "--cores", "2"]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "results/runs").glob("*/train.json")):
+            assert first.poll() is None, "the study ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no network finished training in 300 s"
+            time.sleep(0.5)
+        second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # Snakemake and every job it started
+        first.wait()
+    assert not (tmp_path / "results/tiny/stats/correlations.csv").exists()
+    assert subprocess.run([*command, "--unlock"], cwd=REPO, capture_output=True).returncode == 0
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for table in ("networks.csv", "correlations.csv", "granulated.csv", "per_point.csv"):
+        assert ((tmp_path / "results/tiny/stats" / table).read_bytes()
+                == (study / "results/tiny/stats" / table).read_bytes()), table
