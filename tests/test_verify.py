@@ -60,6 +60,12 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     model = workdir / "results/runs" / model_run / "model.pt"
     keeping_mtime(model, lambda p: p.write_bytes(b"\0" * p.stat().st_size))
     shutil.rmtree(store(workdir, variable_run, "translation") / "transitions_exact")
+    # ... and one flipped byte in a chunk (same size, same mtime):
+    (flipped,) = [p for p in (store(workdir, variable_run, "ellipses")
+                              / "ellipse_jacobian_norm").rglob("*")
+                  if p.is_file() and p.name != "zarr.json"][:1]
+    keeping_mtime(flipped, lambda p: p.write_bytes(
+        bytes([p.read_bytes()[0] ^ 0xFF]) + p.read_bytes()[1:]))
     stats_mtime = (workdir / STATS).stat().st_mtime_ns
 
     refused = snakemake(workdir, TINY_CONFIG, "--forcerun", "aggregate")
@@ -70,12 +76,18 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     assert (workdir / STATS).read_bytes() == clean_stats
     assert (workdir / STATS).stat().st_mtime_ns == stats_mtime
 
+    # A whole store gone (deleted after the forced run above, which would have rebuilt it:
+    # Snakemake itself re-runs a job whose declared output is missing when asked to run).
+    gone = store(workdir, chunk_run, "ellipses")
+    shutil.rmtree(gone)
     verify = snakemake(workdir, TINY_CONFIG, "verify")
     report = verify.stdout
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "verify: 20 of 23 expected outputs OK" in report, report
+    assert "verify: 18 of 23 expected outputs OK" in report, report
     assert f"MISSING {chunk.relative_to(workdir)}" in report
     assert f"DAMAGED results/runs/{model_run}/model.pt" in report
+    assert f"MISSING {gone.relative_to(workdir)}: missing" in report
+    assert f"DAMAGED {flipped.relative_to(workdir)}: content changed" in report
 
     dry_run = snakemake(workdir, TINY_CONFIG, "-n").stdout
     assert planned_run_ids(dry_run) == {
@@ -83,7 +95,7 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
         "measure_jacobian": {chunk_run, model_run},
         "measure_bounds": {chunk_run, model_run},  # computed from the Jacobian store
         "measure_translation": {variable_run, model_run},
-        "measure_ellipses": {model_run},
+        "measure_ellipses": {chunk_run, variable_run, model_run},
     }
     jobs = planned_jobs(dry_run)
     study_level = set(jobs) - set(PER_RUN_RULES)
