@@ -6,7 +6,7 @@ rule plot_jacobian:
     input:
         metrics=rules.aggregate.output.metrics,
         networks=rules.correlate.output.networks,
-        code=package_files("figures/common", "figures/theme", "figures/sensitivity"),
+        code=package_files("integrity", "figures/common", "figures/theme", "figures/sensitivity"),
     params:
         plots=config["plots"],
         figures=figure_dir,
@@ -28,7 +28,7 @@ rule plot_ellipses:
                      category="On and off the data manifold"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("figures/common", "figures/theme", "figures/sensitivity",
+        code=package_files("integrity", "figures/common", "figures/theme", "figures/sensitivity",
                            "stats/ellipse_order", "stats/paired"),
     params:
         plots=config["plots"],
@@ -46,8 +46,8 @@ rule plot_bounds:
         **figure_outputs("loss_bounds", category="Loss bounds"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("figures/common", "figures/theme", "figures/bounds", "metrics/bounds",
-                           "stats/tables"),
+        code=package_files("integrity", "figures/common", "figures/theme", "figures/bounds",
+                           "metrics/bounds", "stats/tables"),
     params:
         plots=config["plots"],
         figures=figure_dir,

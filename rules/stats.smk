@@ -11,7 +11,8 @@ rule correlate:
         per_point=report(f"{STATS}/per_point.csv", caption="../report/captions/per_point.rst", category="Statistical tables"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("stats/tables", "stats/_checks", "stats/correlation", "stats/per_point"),
+        code=package_files("integrity", "stats/tables", "stats/_checks", "stats/correlation",
+                           "stats/per_point"),
     params:
         stats=config["stats"],
     log:
@@ -27,7 +28,7 @@ rule granulate:
         granulated=report(f"{STATS}/granulated.csv", caption="../report/captions/granulated.rst", category="Statistical tables"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("stats/tables", "stats/_checks", "stats/granulated"),
+        code=package_files("integrity", "stats/tables", "stats/_checks", "stats/granulated"),
     log:
         f"{STATS}/logs/granulate.log",
     conda:
@@ -42,7 +43,7 @@ rule regress:
         summary=report(f"{STATS}/ols_summary.txt", caption="../report/captions/ols_summary.rst", category="Statistical tables"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("stats/tables", "stats/regression"),
+        code=package_files("integrity", "stats/tables", "stats/regression"),
     params:
         stats=config["stats"],
     log:
@@ -59,7 +60,7 @@ rule paired:
         pairs=report(f"{STATS}/pairs.csv", caption="../report/captions/pairs.rst", category="Statistical tables"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("stats/tables", "stats/paired"),
+        code=package_files("integrity", "stats/tables", "stats/paired"),
     params:
         stats=config["stats"],
         # Family-wise error control over every (factor, indicator) test of the study.

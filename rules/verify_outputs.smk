@@ -44,3 +44,12 @@ def run_outputs(run_id):
                              + "".join(f", measure_{d}" for d in stores_reading(m))}
                 for m, store in stores.items()]
     return [train, *measured]
+
+
+def study_store():
+    """The study's metrics.zarr, which every statistic and figure reads (when it exists:
+    a study not yet aggregated has nothing to check there)."""
+    store = str(rules.aggregate.output.metrics)  # a plain path: params are pickled
+    return [{"output": store, "removes": [store],
+             "rebuilds": "aggregate, then every statistic and figure"}] if os.path.exists(store) else []
+

@@ -108,3 +108,31 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     assert (workdir / STATS).read_bytes() == clean_stats
     settled = snakemake(workdir, TINY_CONFIG, "-n")
     assert "Nothing to be done" in settled.stdout + settled.stderr
+
+
+def test_damaged_metrics_store_is_refused_by_the_statistics_and_rebuilt(study):
+    """One level up: a chunk of the study's metrics.zarr deleted. The statistics refuse it,
+    verify removes it with the study outputs, and the next run re-aggregates identically,
+    without re-running any network's job."""
+    workdir, clean_stats = study
+    assert "Nothing to be done" in snakemake(workdir, TINY_CONFIG, "-n").stdout
+    metrics = workdir / "results/tiny/metrics.zarr"
+    (chunk,) = [p for p in (metrics / "jacobian_norm").rglob("*")
+                if p.is_file() and p.name != "zarr.json"][:1]
+    chunk.unlink()
+    refused = snakemake(workdir, TINY_CONFIG, "--forcerun", "correlate")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and str(chunk.relative_to(workdir)) in output, output
+    assert not (workdir / STATS).exists()  # nothing written from it (Snakemake removes a
+    # failed job's outputs)
+
+    verify = snakemake(workdir, TINY_CONFIG, "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "verify: 23 of 24 expected outputs OK" in verify.stdout, verify.stdout
+    assert f"MISSING {chunk.relative_to(workdir)}: missing" in verify.stdout
+    assert not metrics.exists()
+    jobs = planned_jobs(snakemake(workdir, TINY_CONFIG, "-n").stdout)
+    assert "aggregate" in jobs and not set(PER_RUN_RULES) & set(jobs), jobs
+    rebuilt = snakemake(workdir, TINY_CONFIG)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert (workdir / STATS).read_bytes() == clean_stats

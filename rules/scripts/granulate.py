@@ -4,13 +4,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
 
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.integrity import open_store  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
-    ds = xr.open_zarr(snakemake.input.metrics).load()  # noqa: F821
+    ds = open_store(snakemake.input.metrics)  # noqa: F821
     converged = stats.converged(stats.network_table(ds))
     # Every recorded hyperparameter is an axis; single-valued ones come back as rows whose
     # note says so, so the table shows which axes the study could not score.

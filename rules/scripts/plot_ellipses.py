@@ -3,9 +3,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-import xarray as xr  # noqa: E402
 
 from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.integrity import open_store  # noqa: E402
 from workflow_src.figures import sensitivity  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
 from workflow_src.figures.theme import use_theme  # noqa: E402
@@ -15,7 +15,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     use_theme()
     opts, figures = snakemake.params.plots, snakemake.params.figures  # noqa: F821
     size = (opts["width"], opts["height"])
-    ds = xr.open_zarr(snakemake.input.metrics).load()  # noqa: F821
+    ds = open_store(snakemake.input.metrics)  # noqa: F821
     summary = sensitivity.ellipse_summary_table(ds)
     summary.to_csv(snakemake.output.summary, index=False)  # noqa: F821
     order = kind_ordering(summary)
