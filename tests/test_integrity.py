@@ -174,13 +174,16 @@ def test_damaged_train_json(run, damage, why):
         assert_names_file_and_fix(error.value, record)
 
 
-def test_require_intact_lists_every_damaged_output(store, run):
+def test_read_all_lists_every_damaged_output(store, run):
     path, _ = store
+    assert len(integrity.read_all([(integrity.open_store, path),
+                                   (integrity.read_record, run / "train.json")])) == 2
     chunk = chunk_files(path, "loss")[0]
     chunk.unlink()
     (run / "curve.csv").write_text("step\n")
     with pytest.raises(DamagedOutputError) as error:
-        integrity.require_intact([path, run / "train.json"])
+        integrity.read_all([(integrity.open_store, path),
+                            (integrity.read_record, run / "train.json")])
     assert_names_file_and_fix(error.value, chunk)
     assert str(run / "curve.csv") in str(error.value)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 # The nets and helpers of the one-path walk's tests, so both walks see the same cases.
-from test_transitions import DIM, PIECEWISE, SCALE, make_net, onto_breakpoint, randn
+from test_transitions import (DIM, PIECEWISE, SCALE, crossings_of_first_layer_polygon,
+                              make_net, onto_breakpoint, randn)
 
 from workflow_src.metrics.trajectories import ellipse_points, polygon_points, translation_polygon
 from workflow_src.metrics.transitions import (
@@ -137,19 +138,6 @@ def degenerate_polygons(model):
     return polygons
 
 
-def first_layer_crossings(model, vertices):
-    """Closed form for one hidden layer: each pre-activation is affine along the whole chain,
-    so a unit crosses breakpoint p once per sign change of (pre - p) around the vertices; a
-    vertex on p is skipped, so touching p there counts 0 and passing through counts 1."""
-    pre = model.preactivations(vertices)[0]  # (V, U)
-    total = 0
-    for p in BREAKPOINTS[model.spec.activation]:
-        for unit in (pre - p).T.tolist():
-            signs = [v > 0 for v in unit if abs(v) > 1e-9]
-            total += sum(x != y for x, y in zip(signs, signs[1:] + signs[:1]))
-    return total
-
-
 @pytest.mark.parametrize("activation", PIECEWISE)
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_degenerate_polygons_in_one_batch(activation, depth):
@@ -164,7 +152,7 @@ def test_degenerate_polygons_in_one_batch(activation, depth):
     assert walks[2].count == walks[0].count  # repeated vertices change nothing
     if depth == 1:  # a touch at a vertex counts 0, a pass 1, a start on p as any vertex
         for n in (0, 1, 2, 5):
-            assert walks[n].count == first_layer_crossings(model, polygons[n])
+            assert walks[n].count == crossings_of_first_layer_polygon(model, polygons[n])
     # the same count from any start vertex, in one batch
     rolled = [polygons[0].roll(shift, 0) for shift in range(6)]
     assert {w.count for w in exact_transitions_polygons(model, rolled)} == {walks[0].count}

@@ -277,11 +277,19 @@ def check(path, required=()) -> list[Problem]:
     return check_record(path, required) if str(path).endswith(".json") else check_store(path)
 
 
-def require_intact(paths, required=()) -> None:
-    """Raise one DamagedOutputError listing the problems of every damaged output in ``paths``."""
-    problems = [problem for path in paths for problem in check(path, required)]
+def read_all(reads) -> list:
+    """[read(*args) for read, *args in reads], each read one of the checking readers above,
+    but raising one DamagedOutputError that lists the problems of every damaged input, so
+    one run names them all. Each file is checked once, as it is read."""
+    results, problems = [], []
+    for read, *args in reads:
+        try:
+            results.append(read(*args))
+        except DamagedOutputError as err:
+            problems += err.problems
     if problems:
         raise DamagedOutputError(problems)
+    return results
 
 
 def remove(path) -> bool:
