@@ -6,12 +6,12 @@ rule aggregate:
     output:
         metrics=directory(f"{STUDY_DIR}/metrics.zarr"),
     input:
-        summaries=[f"results/runs/{run_id}/train.json" for run_id in RUNS],
-        stores=[metric_store(m, run_id) for run_id in RUNS for m in METRICS_TO_AGGREGATE],
+        records=[shard_record(shard) for shard in SHARDS],
+        stores=[metric_store(m, shard) for shard in SHARDS for m in METRICS_TO_AGGREGATE],
         code=package_files("aggregate", "runtable", "integrity"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
-        metrics_per_run=len(METRICS_TO_AGGREGATE),
+        metrics_per_shard=len(METRICS_TO_AGGREGATE),
     log:
         f"{STUDY_DIR}/logs/aggregate.log",
     conda:

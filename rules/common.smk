@@ -3,6 +3,7 @@ import shutil
 
 from workflow_src.figures.common import outputs as figure_files
 from workflow_src.runtable import build_run_table, stable_hash
+from workflow_src.shards import plan_shards
 
 RUNS = build_run_table(config)
 STUDY_DIR = f"results/{config['study']}"
@@ -18,14 +19,34 @@ GPU = int(
 )
 
 
+# Stages 3-4 work on shards of networks (workflow_src/shards.py): one job trains a shard,
+# one job per metric measures it. Membership depends only on the run table and shards.size.
+SHARDS = plan_shards(RUNS, config["shards"]["size"], "cuda" if GPU else "cpu")
+STACK = config["shards"]["stack"] is True or (config["shards"]["stack"] == "auto" and bool(GPU))
+
+
 wildcard_constraints:
+    shard="[0-9a-f]{12}",
     run_id="[0-9a-f]{12}",
     data_id="[0-9a-f]{12}",
     dataset="[a-z0-9_]+",
 
 
-def run_of(wildcards):
-    return RUNS[wildcards.run_id]
+def shard_runs(wildcards):
+    """The shard's members, as the dicts RunSpec.from_dict reads, in training order."""
+    return [RUNS[run_id].to_dict() for run_id in SHARDS[wildcards.shard]]
+
+
+def shard_data(wildcards):
+    """data_<data id> -> the corrupted dataset of every member of the shard."""
+    ids = sorted({RUNS[run_id].data.id for run_id in SHARDS[wildcards.shard]})
+    return {f"data_{data_id}": f"results/datasets/{data_id}.zarr" for data_id in ids}
+
+
+def shard_record(shard="{shard}"):
+    """results/shards/<shard>/train.json: written last by the shard's training job, it lists
+    every member's summary and vouches for each member's results/runs/<run_id>/train.json."""
+    return f"results/shards/{shard}/train.json"
 
 
 def package_files(*modules):
@@ -36,7 +57,7 @@ def package_files(*modules):
     return [os.path.relpath(f"{workflow.basedir}/workflow_src/{m}.py") for m in modules]
 
 
-# Stage 4: one store per metric and run, named by a hash of that metric's settings, so
+# Stage 4: one store per metric and shard, named by a hash of that metric's settings, so
 # changing one metric's settings re-runs only that metric and two studies with different
 # settings never overwrite each other.
 MEASURE = config["measure"]
@@ -53,17 +74,15 @@ ENABLED = {"jacobian": True, "bounds": True,
            "ellipses": MEASURE["ellipses"]["per_kind"] > 0}
 
 
-def metric_store(metric, run_id="{run_id}"):
-    """results/runs/<run_id>/<metric>-<hash of its settings>.zarr"""
-    return f"results/runs/{run_id}/{metric}-{stable_hash(METRIC_SETTINGS[metric], 8)}.zarr"
+def metric_store(metric, shard="{shard}"):
+    """results/shards/<shard>/<metric>-<hash of its settings>.zarr"""
+    return f"results/shards/{shard}/{metric}-{stable_hash(METRIC_SETTINGS[metric], 8)}.zarr"
 
 
-def run_inputs(wildcards):
-    """What a measuring job reads: the weights, the train.json that vouches for them
-    (workflow_src/integrity.py), and the network's dataset."""
-    return {"model": f"results/runs/{wildcards.run_id}/model.pt",
-            "summary": f"results/runs/{wildcards.run_id}/train.json",
-            "data": f"results/datasets/{run_of(wildcards).data.id}.zarr"}
+def shard_inputs(wildcards):
+    """What a measuring job reads: the shard's record (which vouches for every member's
+    train.json, and each of those for its model.pt) and the members' datasets."""
+    return {"record": shard_record(wildcards.shard), **shard_data(wildcards)}
 
 
 # Stage 7

@@ -1,81 +1,45 @@
-# Stage 4: metrics of one trained network, one rule and one store per metric. A store's
-# name carries a hash of the metric's settings, so changing one metric's settings re-runs
-# only that metric, and two studies with different settings never overwrite each other.
-rule measure_jacobian:
-    output:
-        directory(metric_store("jacobian")),
-    input:
-        unpack(run_inputs),
-        code=package_files("metrics/jacobian", "models"),
-    params:
-        settings=METRIC_SETTINGS["jacobian"],
-    log:
-        "results/logs/measure_jacobian/{run_id}.log",
-    threads: config["training"]["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        ENV_TORCH
-    script:
-        "scripts/measure_jacobian.py"
+# Stage 4: one job per metric and shard measures every member (workflow_src/measure_shard.py)
+# into one store per metric. A store's name carries a hash of the metric's settings, so changing one
+# metric's settings re-runs only that metric, and two studies with different settings never
+# overwrite each other.
+# The per-point bounds are computed from the Jacobian's per-point values (and have the same
+# settings), so one job writes both stores.
+MEASURE_JOBS = {
+    "jacobian": {"writes": ["jacobian", "bounds"],
+                 "code": ["metrics/jacobian", "metrics/per_run", "metrics/bounds"]},
+    "translation": {"writes": ["translation"],
+                    "code": ["metrics/per_run", "metrics/transitions", "metrics/trajectories",
+                             "metrics/jacobian"]},
+    "ellipses": {"writes": ["ellipses"],
+                 "code": ["metrics/per_run", "metrics/transitions", "metrics/trajectories",
+                          "metrics/jacobian"]},
+}
 
 
-rule measure_translation:
-    output:
-        directory(metric_store("translation")),
-    input:
-        unpack(run_inputs),
-        code=package_files("metrics/per_run", "metrics/transitions", "metrics/trajectories",
-                           "metrics/jacobian", "models"),
-    params:
-        settings=METRIC_SETTINGS["translation"],
-    log:
-        "results/logs/measure_translation/{run_id}.log",
-    threads: config["training"]["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        ENV_TORCH
-    script:
-        "scripts/measure_translation.py"
+def measure_rule_of(metric):
+    """The name of the rule that writes ``metric``'s store."""
+    return next(f"measure_{job}" for job, spec in MEASURE_JOBS.items() if metric in spec["writes"])
 
 
-rule measure_ellipses:
-    output:
-        directory(metric_store("ellipses")),
-    input:
-        unpack(run_inputs),
-        code=package_files("metrics/per_run", "metrics/transitions", "metrics/trajectories",
-                           "metrics/jacobian", "models"),
-    params:
-        settings=METRIC_SETTINGS["ellipses"],
-        run_seed=lambda wc: run_of(wc).seed,
-    log:
-        "results/logs/measure_ellipses/{run_id}.log",
-    threads: config["training"]["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        ENV_TORCH
-    script:
-        "scripts/measure_ellipses.py"
+for _job, _spec in MEASURE_JOBS.items():
 
-
-rule measure_bounds:
-    output:
-        directory(metric_store("bounds")),
-    input:
-        unpack(run_inputs),
-        jacobian=metric_store("jacobian"),
-        code=package_files("metrics/per_run", "metrics/bounds", "metrics/jacobian", "models"),
-    params:
-        settings=METRIC_SETTINGS["bounds"],
-    log:
-        "results/logs/measure_bounds/{run_id}.log",
-    threads: config["training"]["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        ENV_TORCH
-    script:
-        "scripts/measure_bounds.py"
+    rule:
+        name:
+            f"measure_{_job}"
+        output:
+            **{m: directory(metric_store(m)) for m in _spec["writes"]},
+        input:
+            unpack(shard_inputs),
+            code=package_files("measure_shard", "models", *_spec["code"]),
+        params:
+            metrics={m: METRIC_SETTINGS[m] for m in _spec["writes"]},
+            runs=shard_runs,
+        log:
+            f"results/logs/measure_{_job}/{{shard}}.log",
+        threads: config["training"]["threads"]
+        resources:
+            gpu=GPU,
+        conda:
+            ENV_TORCH
+        script:
+            "scripts/measure_shard.py"

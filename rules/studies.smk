@@ -8,8 +8,9 @@ rule collect_curves:
     output:
         curves=f"{STUDY_DIR}/curves.csv",
     input:
-        curves=[f"results/runs/{run_id}/curve.csv" for run_id in RUNS],
-        summaries=[f"results/runs/{run_id}/train.json" for run_id in RUNS],
+        # Each shard's record vouches for its members' train.json, each of those for the
+        # curve.csv beside it (the per-network files are not Snakemake outputs of their own).
+        records=[shard_record(shard) for shard in SHARDS],
         code=package_files("collect", "runtable", "integrity"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},

@@ -1,22 +1,23 @@
-# Stage 3: one network per run of the grid; its id is the hash of what determines it.
+# Stage 3: one job per shard trains its networks (workflow_src/train_shard.py). A network's
+# files stay in results/runs/<run_id>/, so it is trained once, whichever shards and studies
+# contain it; the shard's record, written last, is what Snakemake sees.
 
 
 rule train:
     output:
-        model="results/runs/{run_id}/model.pt",
-        curve="results/runs/{run_id}/curve.csv",
-        summary="results/runs/{run_id}/train.json",
+        record=shard_record(),
     input:
-        data=lambda wc: f"results/datasets/{run_of(wc).data.id}.zarr",
-        code=package_files("train", "models", "runtable"),
+        unpack(shard_data),
+        code=package_files("train", "train_shard", "ensemble", "models", "runtable"),
     params:
-        run=lambda wc: run_of(wc).to_dict(),
+        runs=shard_runs,
+        stack=STACK,
     log:
-        "results/logs/train/{run_id}.log",
+        "results/logs/train/{shard}.log",
     threads: config["training"]["threads"]
     resources:
         gpu=GPU,
     conda:
         ENV_TORCH
     script:
-        "scripts/train.py"
+        "scripts/train_shard.py"

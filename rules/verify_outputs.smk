@@ -1,19 +1,21 @@
-# What `snakemake verify` (rules/verify.smk) expects: every output of the run table, with
+# What `snakemake verify` (rules/verify.smk) expects: every output of the shard plan, with
 # what must be removed with it and what the next run then redoes.
 from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 
 
-def stores_reading(metric):
-    """The enabled metrics whose rule reads ``metric``'s store (measure_bounds reads the
-    Jacobian's), read off the rules themselves so a new dependency is never missed."""
-    store = metric_store(metric)
-    return [m for m in METRICS_TO_AGGREGATE
-            if store in map(str, getattr(rules, f"measure_{m}").input)]
+def written_with(metric):
+    """The metrics whose stores the job that writes ``metric``'s store also writes (the
+    Jacobian's job writes the bounds'): a damaged one is rebuilt with all of them."""
+    job = measure_rule_of(metric).removeprefix("measure_")
+    return [m for m in MEASURE_JOBS[job]["writes"] if ENABLED[m]]
 
 
 def networks_of(data_ids):
     ids = [run_id for run_id, run in RUNS.items() if run.data.id in data_ids]
-    return f"{len(ids)} network(s) retrain and are re-measured: {', '.join(ids)}"
+    shards = [shard for shard, members in SHARDS.items() if set(members) & set(ids)]
+    return (f"the {len(shards)} shard(s) of its {len(ids)} network(s) train and are measured "
+            "again (networks retrain only if the rebuilt dataset differs from the one they "
+            f"were trained on): {', '.join(shards)}")
 
 
 def dataset_outputs():
@@ -31,19 +33,31 @@ def dataset_outputs():
     return entries
 
 
-def run_outputs(run_id):
-    folder = f"results/runs/{run_id}"
-    stores = {m: metric_store(m, run_id) for m in METRICS_TO_AGGREGATE}
-    train = {"output": f"{folder}/train.json", "required": list(TRAIN_SUMMARY_KEYS),
-             "removes": [f"{folder}/model.pt", f"{folder}/curve.csv", f"{folder}/train.json",
-                         *stores.values()],
-             "rebuilds": f"network {run_id} retrains and is re-measured"}
-    measured = [{"output": store,
-                 "removes": [store, *(metric_store(d, run_id) for d in stores_reading(m))],
-                 "rebuilds": f"measure_{m} of {run_id}"
-                             + "".join(f", measure_{d}" for d in stores_reading(m))}
-                for m, store in stores.items()]
-    return [train, *measured]
+def shard_outputs(shard):
+    """The shard's record, each member's train.json (which vouches for its model.pt and
+    curve.csv), and the shard's metric stores. A damaged member takes the shard's record and
+    stores with it; the next run retrains that member only (intact members are reused,
+    workflow_src/train_shard.py) and re-measures the shard."""
+    record = shard_record(shard)
+    stores = {m: metric_store(m, shard) for m in METRICS_TO_AGGREGATE}
+    measure_again = ", ".join(sorted({measure_rule_of(m) for m in stores}))
+    entries = [{"output": record, "required": ["shard", "members"],
+                "removes": [record, *stores.values()],
+                "rebuilds": f"train shard {shard} (intact members are reused), then "
+                            f"{measure_again} of it"}]
+    for run_id in SHARDS[shard]:
+        folder = f"results/runs/{run_id}"
+        entries.append({
+            "output": f"{folder}/train.json", "required": list(TRAIN_SUMMARY_KEYS),
+            "removes": [f"{folder}/model.pt", f"{folder}/curve.csv", f"{folder}/train.json",
+                        record, *stores.values()],
+            "rebuilds": f"network {run_id} retrains in shard {shard}, then {measure_again} "
+                        "of the shard"})
+    entries += [{"output": store,
+                 "removes": [metric_store(m, shard) for m in written_with(metric)],
+                 "rebuilds": f"{measure_rule_of(metric)} of shard {shard}"}
+                for metric, store in stores.items()]
+    return entries
 
 
 def study_store():

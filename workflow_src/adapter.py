@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -63,3 +64,55 @@ def first_test_points(data, n_points: int, device):
     x = torch.as_tensor(data["x_test"].values[:n_points], device=device)
     y = torch.as_tensor(data["y_test"].values[:n_points], device=device)
     return x, y
+
+
+class Progress:
+    """Progress lines of a job over many networks, for `tail -f` on its log:
+
+        [3/32 networks, 41 s, ETA 6m 12s] run 0d3231dbf793: converged after 1100 steps
+
+    The ETA assumes the members still to do take as long as the ones done so far took on
+    average (members reused from earlier runs count as done but not towards the average).
+    """
+
+    def __init__(self, log, total: int, what: str):
+        self.log, self.total, self.what = log, total, what
+        self.done_count = self.timed = 0
+        self.time_spent = 0.0
+        self.begin = time.perf_counter()
+        self.started = None
+
+    def status(self) -> str:
+        elapsed = time.perf_counter() - self.begin
+        left = self.total - self.done_count
+        eta = (f", ETA {_duration(self.time_spent / self.timed * left)}"
+               if self.timed and left else "")
+        return f"[{self.done_count}/{self.total} {self.what}, {_duration(elapsed)}{eta}]"
+
+    def start(self, message: str) -> None:
+        self.started = time.perf_counter()
+        self.log(f"{self.status()} {message}")
+
+    def done(self, message: str) -> None:
+        """One more member finished (or reused, when no start() preceded this)."""
+        self.done_count += 1
+        if self.started is not None:
+            self.time_spent += time.perf_counter() - self.started
+            self.timed += 1
+            self.started = None
+        self.log(f"{self.status()} {message}")
+
+    def prefixed(self, prefix: str):
+        """A log function for the member in progress: its lines carry the job's status."""
+        return lambda *parts: self.log(self.status(), f"{prefix}:", *parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"

@@ -42,11 +42,15 @@ UNITS = {
 }
 
 
-def merge_run(stores: list[xr.Dataset]) -> xr.Dataset:
-    """One run's metric stores as one Dataset; per-point metrics share the `point` index."""
+def merge_group(stores: list[xr.Dataset]) -> xr.Dataset:
+    """One group's metric stores as one Dataset with a ``run`` dimension: a shard's stores
+    (each with ``run`` and ``run_id``, the members in one order), or one run's stores (no
+    ``run`` dimension: a group of one). Per-point metrics share the ``point`` index."""
     cleaned = []
     for store in stores:
-        store = store.drop_vars([c for c in ("test_index",) if c in store.coords])
+        store = store.drop_vars([c for c in ("test_index", "data_id") if c in store.coords])
+        if "run" not in store.dims:
+            store = store.expand_dims("run")
         if "correct" in store:  # float, so padding can be NaN
             store["correct"] = store["correct"].astype(float)
         cleaned.append(store.assign_attrs({}))
@@ -56,12 +60,17 @@ def merge_run(stores: list[xr.Dataset]) -> xr.Dataset:
 
 def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[list[xr.Dataset]],
                   code_version: str) -> xr.Dataset:
-    """runs: run id -> hyperparameters; summaries and stores (each run's metric stores, the
-    Jacobian store first) in the order of runs."""
+    """runs: run id -> hyperparameters; summaries in the order of runs; stores: the metric
+    stores of each shard (the Jacobian store first), whose ``run_id`` coordinates together
+    list every run once, in any order; or each run's stores, in the order of runs."""
     run_ids = list(runs)
-    per_run = [merge_run(run_stores) for run_stores in stores]
-    ds = xr.concat(per_run, dim="run", join="outer", fill_value=np.nan, coords="minimal",
-                   compat="override")
+    ds = xr.concat([merge_group(group) for group in stores], dim="run", join="outer",
+                   fill_value=np.nan, coords="minimal", compat="override")
+    if "run_id" in ds.coords:
+        position = {run_id: i for i, run_id in enumerate(ds["run_id"].values.tolist())}
+        if sorted(position) != sorted(run_ids):
+            raise ValueError("the shards' stores do not hold exactly the study's runs")
+        ds = ds.isel(run=[position[run_id] for run_id in run_ids]).drop_vars("run_id")
     ds = ds.assign_coords(
         point=np.arange(ds.sizes["point"]),
         run_id=("run", run_ids),

@@ -180,12 +180,11 @@ def _self_sha(record: dict) -> str:
 
 def seal_record(path, record: dict, members) -> None:
     """Write ``record`` as JSON at ``path`` with the digests of ``members`` (files already
-    written, in the same folder) and its own checksum. Write it last: it vouches for them."""
+    written) and its own checksum. Write it last: it vouches for them. Members are named
+    relative to the record's folder (a network's train.json names model.pt; a shard's
+    record names ../../runs/<run_id>/train.json), so a results tree can move as a whole."""
     path = Path(path)
-    members = [Path(m) for m in members]
-    if any(m.parent.resolve() != path.parent.resolve() for m in members):
-        raise ValueError(f"members of {path} must lie in its folder: {members}")
-    sealed = {**record, CONTENTS: {m.name: digest(m) for m in members}}
+    sealed = {**record, CONTENTS: {os.path.relpath(m, path.parent): digest(m) for m in members}}
     _write_json_atomically(path, {**sealed, SELF_SHA: _self_sha(sealed)})
 
 

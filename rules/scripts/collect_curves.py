@@ -9,10 +9,13 @@ from workflow_src.integrity import read_all, read_csv, read_record  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
-    # Each train.json vouches for the curve.csv beside it; all are checked before any is used.
-    summaries = read_all([(read_record, p, TRAIN_SUMMARY_KEYS) for p in sm.input.summaries])
-    curves = read_all([(read_csv, curve, summary) for curve, summary
-                       in zip(sm.input.curves, sm.input.summaries, strict=True)])
+    # The shards' records vouch for the members' train.json, each of those for the curve.csv
+    # beside it; all are checked before any is used.
+    read_all([(read_record, p, ("members",)) for p in sm.input.records])
+    results = Path(sm.input.records[0]).parents[2]  # results/shards/<shard>/train.json
+    folders = [results / "runs" / run_id for run_id in sm.params.runs]
+    summaries = read_all([(read_record, f / "train.json", TRAIN_SUMMARY_KEYS) for f in folders])
+    curves = read_all([(read_csv, f / "curve.csv", f / "train.json") for f in folders])
     table = learning_curves(sm.params.runs, curves, summaries)
     table.to_csv(sm.output.curves, index=False)
     log(f"{len(table)} evaluations of {table['run_id'].nunique()} runs")

@@ -2,8 +2,8 @@
 
 For logits f(x) in R^n and σ = softmax(f(x)), the metric is ‖J(x)‖_F with
 J = ∂σ/∂xᵀ = (diag σ − σσᵀ) ∂f/∂xᵀ; for Δx ~ N(0, εI), E‖σ(x+Δx) − σ(x)‖² ≈ ε‖J‖_F².
-The logit Jacobian ‖∂f/∂x‖_F is kept as well. Both come from one ``vmap(jacrev(f))`` per
-chunk of points (n backward passes, batched), so memory is bounded by chunk × n × d.
+The logit Jacobian ‖∂f/∂x‖_F is kept as well. Both come from n batched backward passes per
+chunk of points, so memory is bounded by chunk × n × d.
 
 Precision: the network runs in its own dtype (float32 in the workflow), but every reduction
 from the logits on (softmax, its derivative, the loss) runs in float64 in complementary
@@ -16,16 +16,22 @@ loss as (f_max − f_y) + log1p(Σ_{k≠max} e^{f_k − f_max}), two non-negativ
 from __future__ import annotations
 
 import torch
-from torch.func import jacrev, vmap
 
 
 def _logit_jacobians(model, x: torch.Tensor) -> torch.Tensor:
-    """(B, *input_shape) -> ∂f/∂x for every point, (B, n, d), in the model's dtype."""
-    def single(xi):  # one example, (*input_shape) -> (n,)
-        return model(xi.unsqueeze(0)).squeeze(0)
+    """(B, *input_shape) -> ∂f/∂x for every point, (B, n, d), in the model's dtype.
 
-    jac = vmap(jacrev(single))(x)  # (B, n, *input_shape)
-    return jac.flatten(start_dim=2)
+    One batched backward pass per logit: the points of a batch do not interact, so the
+    gradient of Σ_b f_k(x_b) with respect to x_b is row k of point b's Jacobian. (Plain
+    autograd rather than torch.func's vmap(jacrev): the same numbers, without the ~1.6 s
+    that torch.func's first call spends importing torch._dynamo in every measuring job.)
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)  # (B, n)
+        rows = [torch.autograd.grad(logits[:, k].sum(), x, retain_graph=k + 1 < logits.shape[1])[0]
+                for k in range(logits.shape[1])]
+    return torch.stack(rows, dim=1).flatten(start_dim=2)  # (B, n, d)
 
 
 def softmax_derivative(logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,176 @@
+"""Stage 3 for one shard (workflow_src/shards.py): train every member network.
+
+Each member's files stay where a network's files have always been, in
+``results/runs/<run_id>/`` (model.pt, curve.csv, and train.json, which vouches for both), so
+a network is trained once whichever shards and studies contain it. The shard's own record,
+``results/shards/<shard>/train.json``, is written last: it lists every member's summary and
+vouches for each member's train.json (workflow_src/integrity.py).
+
+Members whose files are intact and were written by the same training code (``code_sha``,
+a hash of the modules that determine a trained network) from the same dataset (``data_sha``,
+the digest of its store's manifest) are reused, not retrained. That is
+what makes re-planned shards cheap: a study that grows, a shard whose record was removed by
+``snakemake verify`` because one member was damaged, another study sharing the networks.
+
+A failing member (an exception, not divergence, which is a result) is logged and the others
+go on; the job fails at the end and names it, and what its shard-mates computed is kept
+for the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import integrity
+from .adapter import TRAIN_SUMMARY_KEYS, Progress, code_version
+from .ensemble import train_stacked
+from .models import save_model
+from .runtable import RunSpec
+from .train import train
+
+# The modules whose code determines a trained network (and so whether one can be reused).
+TRAINING_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py")
+# Keys of a member's summary the shard record repeats, so aggregate reads one file a shard.
+SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "train_correct", "n_train", "test_correct", "n_test")
+
+
+def training_code_sha() -> str:
+    """SHA-256 (first 16 hex digits) of the source of TRAINING_CODE."""
+    sha = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for name in TRAINING_CODE:
+        sha.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return sha.hexdigest()[:16]
+
+
+def run_folder(results: Path, run_id: str) -> Path:
+    return Path(results) / "runs" / run_id
+
+
+def data_sha(store) -> str:
+    """Digest of a dataset store's manifest, which lists the digest of every file in it."""
+    return integrity.digest(Path(store) / integrity.MANIFEST)["sha256"][:16]
+
+
+def reusable_summary(run: RunSpec, folder: Path, code_sha: str, data: str) -> dict | None:
+    """The member's summary if its files are intact and come from this training code and
+    this dataset."""
+    record = folder / "train.json"
+    if not record.exists() or integrity.check_record(record, TRAIN_SUMMARY_KEYS):
+        return None
+    summary = integrity.read_record(record, TRAIN_SUMMARY_KEYS)
+    if (summary.get("run_id"), summary.get("code_sha"), summary.get("data_sha")) != (
+            run.id, code_sha, data):
+        return None
+    return summary
+
+
+def save_trained(run: RunSpec, model, result, folder: Path, device, code_sha: str,
+                 data: str) -> dict:
+    """Write one network's model.pt and curve.csv, then the train.json that vouches for them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    integrity.remove(folder / "train.json")  # a stale record must never vouch for new files
+    save_model(model, folder / "model.pt")
+    pd.DataFrame(result.curve).to_csv(folder / "curve.csv", index=False)
+    summary = {
+        "run_id": run.id, "status": result.status, "steps": result.steps,
+        "train_acc": result.train_acc, "test_acc": result.test_acc, "gap": result.gap,
+        # The counts the three fractions come from (each rounded once, so equal counts tie).
+        "train_correct": result.train_correct, "n_train": result.n_train,
+        "test_correct": result.test_correct, "n_test": result.n_test,
+        "train_loss": result.train_loss, "seconds": result.seconds, "device": str(device),
+        "torch": torch.__version__, "code_version": code_version(), "code_sha": code_sha,
+        "data_sha": data,
+    }
+    integrity.seal_record(folder / "train.json", summary,
+                          [folder / "model.pt", folder / "curve.csv"])
+    return summary
+
+
+class MemberFailed(RuntimeError):
+    """Raised at the end of a shard's job when some members could not be trained."""
+
+
+def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Path,
+                device: torch.device, stack: bool, log) -> dict[str, dict]:
+    """Train (or reuse) every member; write the shard record; return run id -> summary.
+
+    data_stores: data id -> path of its corrupted dataset (stage 2). stack: train the
+    members that need it as one stacked ensemble (ensemble.train_stacked) instead of one
+    after another.
+    """
+    code_sha = training_code_sha()
+    data_shas = {data_id: data_sha(path) for data_id, path in data_stores.items()}
+    opened: dict = {}
+
+    def data_of(run):  # opened (and checked against its seal) when first needed
+        if run.data.id not in opened:
+            opened[run.data.id] = integrity.open_store(data_stores[run.data.id])
+        return opened[run.data.id]
+
+    def save(run, model, result):
+        summaries[run.id] = save_trained(run, model, result, run_folder(results, run.id),
+                                         device, code_sha, data_shas[run.data.id])
+
+    progress = Progress(log, len(runs), "networks")
+    summaries: dict[str, dict] = {}
+    todo = []
+    for run in runs:
+        summary = reusable_summary(run, run_folder(results, run.id), code_sha,
+                                   data_shas[run.data.id])
+        if summary is None:
+            todo.append(run)
+        else:
+            summaries[run.id] = summary
+            progress.done(f"run {run.id}: reused ({summary['status']}, {summary['steps']} steps)")
+    failures: dict[str, str] = {}
+    if stack and len(todo) > 1:
+        log(f"training {len(todo)} networks as one stacked ensemble on {device}")
+        try:
+            trained = train_stacked(todo, [data_of(run) for run in todo], device,
+                                    progress.prefixed("stack"))
+        except Exception:  # e.g. out of memory: fall back to one after another
+            log(f"stacked training failed; training one after another:\n{traceback.format_exc()}")
+        else:
+            for run, (model, result) in zip(todo, trained):
+                save(run, model, result)
+                progress.done(f"run {run.id}: {result.status} after {result.steps} steps")
+            todo = []
+    for run in todo:
+        progress.start(f"run {run.id}: {run}")
+        try:
+            model, result = train(run, data_of(run), device, progress.prefixed(f"run {run.id}"))
+            save(run, model, result)
+        except Exception:
+            failures[run.id] = traceback.format_exc()
+            progress.done(f"run {run.id}: FAILED\n{failures[run.id]}")
+            continue
+        progress.done(f"run {run.id}: {result.status} after {result.steps} steps, "
+                      f"gap {result.gap:.4f}")
+    if failures:
+        raise MemberFailed(
+            f"{len(failures)} of {len(runs)} networks of shard {shard} failed to train: "
+            f"{', '.join(failures)} (tracebacks above). The {len(runs) - len(failures)} others "
+            "are saved and will be reused when the job runs again.")
+    seal_shard(shard, runs, summaries, results)
+    return summaries
+
+
+def shard_record(results: Path, shard: str) -> Path:
+    return Path(results) / "shards" / shard / "train.json"
+
+
+def seal_shard(shard: str, runs: list[RunSpec], summaries: dict[str, dict], results: Path):
+    """The shard's record: every member's summary, and the digest of its train.json."""
+    path = shard_record(results, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    members = {run.id: {key: summaries[run.id][key] for key in SHARD_SUMMARY_KEYS}
+               for run in runs}
+    integrity.seal_record(path, {"shard": shard, "members": members,
+                                 "code_version": code_version()},
+                          [run_folder(results, run.id) / "train.json" for run in runs])
