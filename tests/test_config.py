@@ -11,11 +11,12 @@ import subprocess
 import immutables
 import pytest
 import yaml
-from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG
+from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG, planned_shards
 
 from workflow_src.config import (ConfigError, load_schema, load_study, read_study_file,
                                  study_files, validate_config)
 from workflow_src.runtable import HYPERPARAMETERS, build_run_table
+from workflow_src.shards import plan_shards
 
 
 def _validated(**overrides):
@@ -224,8 +225,9 @@ def _dry_run(cwd, *args):
     return result.returncode, result.stdout + result.stderr
 
 
-def _planned_run_ids(output: str) -> set[str]:
-    return set(re.findall(r"results/runs/(\w+)/model\.pt", output))
+def _planned_shards(output: str) -> set[str]:
+    """The shards whose training a dry run plans (a shard's id is the hash of its members)."""
+    return planned_shards(output)
 
 
 @pytest.fixture
@@ -244,13 +246,13 @@ def decoy_dir(tmp_path):
 def test_study_file_plans_the_same_runs_from_any_directory(tmp_path, decoy_dir):
     study = {**TINY_CONFIG, "grid": {**TINY_CONFIG["grid"], "depth": [1]}}
     path = _write(tmp_path / "study.yaml", study)
-    expected = set(build_run_table(validate_config(copy.deepcopy(study))))
+    expected = set(plan_shards(build_run_table(validate_config(copy.deepcopy(study)))))
     bare = tmp_path / "bare"
     bare.mkdir()
     for cwd, workdir in ((decoy_dir, decoy_dir), (REPO, decoy_dir), (bare, bare)):
         status, output = _dry_run(cwd, "--directory", workdir, "--configfile", path)
         assert status == 0, output
-        assert _planned_run_ids(output) == expected, (cwd, workdir)
+        assert _planned_shards(output) == expected, (cwd, workdir)
 
 
 @pytest.mark.workflow
@@ -259,7 +261,7 @@ def test_default_study_is_config_yaml_beside_the_snakefile(tmp_path, decoy_dir):
     demo = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     status, output = _dry_run(decoy_dir, "--directory", decoy_dir)
     assert status == 0, output
-    assert _planned_run_ids(output) == set(build_run_table(demo))
+    assert _planned_shards(output) == set(plan_shards(build_run_table(demo)))
 
 
 @pytest.mark.workflow

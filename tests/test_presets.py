@@ -16,6 +16,7 @@ from workflow_helpers import REPO, planned_jobs, snakemake
 
 from workflow_src.config import validate_config
 from workflow_src.runtable import build_run_table
+from workflow_src.shards import plan_shards
 
 pytestmark = pytest.mark.workflow
 
@@ -64,7 +65,8 @@ def test_full_preset_dry_runs(tmp_path, name):
     result = snakemake(tmp_path, config, "-n")
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = planned_jobs(result.stdout)
-    assert jobs["train"] == len(build_run_table(validate_config(copy.deepcopy(config))))
+    runs = build_run_table(validate_config(copy.deepcopy(config)))
+    assert jobs["train"] == len(plan_shards(runs))  # one job a shard (CPU sizes: no GPU here)
     for rule in ("granulate", "regress", "paired", "summarize", "plot_training",
                  "plot_factors", "plot_indicators_vs_gap"):
         assert jobs[rule] == 1

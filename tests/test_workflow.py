@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,9 +14,18 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG, planned_jobs, snakemake
+from workflow_helpers import (
+    REPO,
+    SNAKEMAKE,
+    TINY_CONFIG,
+    planned_jobs,
+    planned_shards,
+    snakemake,
+)
 
-from workflow_src.runtable import HYPERPARAMETERS
+from workflow_src.config import validate_config
+from workflow_src.runtable import HYPERPARAMETERS, build_run_table
+from workflow_src.shards import plan_shards
 
 pytestmark = pytest.mark.workflow
 
@@ -97,13 +107,49 @@ def test_second_dry_run_has_nothing_to_do(study):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_shard_records_list_every_network_once(study):
+    records = [json.loads(p.read_text()) for p in (study / "results/shards").glob("*/train.json")]
+    assert len(records) == 2  # one shard per depth: 2 label noise levels each
+    members = [run_id for record in records for run_id in record["members"]]
+    ds = xr.open_zarr(study / "results/tiny/metrics.zarr")
+    assert sorted(members) == sorted(ds["run_id"].values.tolist())
+    for log in (study / "results/logs/train").glob("*.log"):  # progress, for `tail -f`
+        assert re.search(r"^\[2/2 networks, \d+ s\] run \w+: \w+ after", log.read_text(),
+                         re.M), log.read_text()
+
+
 def test_new_width_plans_only_new_networks(study):
     config = copy.deepcopy(TINY_CONFIG)
     config["grid"]["width"] = [32, 48]
     result = snakemake(study, config, "-n")
     jobs = planned_jobs(result.stdout)
-    assert jobs["train"] == 4 and jobs["measure_jacobian"] == 4  # 2 noise levels x 2 depths
+    # The new width makes new shards (one per depth, 2 label noise levels each); the
+    # existing shards keep their members and are not re-planned.
+    assert jobs["train"] == 2 and jobs["measure_jacobian"] == 2, jobs
+    planned = planned_shards(result.stdout)
+    new_runs = set(build_run_table(validate_config(copy.deepcopy(config)))) - set(
+        build_run_table(validate_config(copy.deepcopy(TINY_CONFIG))))
+    plan = plan_shards(build_run_table(validate_config(copy.deepcopy(config))))
+    assert {run_id for shard in planned for run_id in plan[shard]} == new_runs
     assert "acquire" not in jobs and "corrupt" not in jobs
+
+
+def test_a_removed_shard_record_reuses_its_networks(study):
+    """A shard's training job run again (its record removed and asked for) reuses its
+    networks instead of retraining them, and the study then settles."""
+    (record, *_) = sorted((study / "results/shards").glob("*/train.json"))
+    members = list(json.loads(record.read_text())["members"])
+    models = {m: (study / f"results/runs/{m}/model.pt").stat().st_mtime_ns for m in members}
+    record.unlink()
+    result = snakemake(study, TINY_CONFIG, str(record.relative_to(study)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert record.exists()
+    result = snakemake(study, TINY_CONFIG)  # the shard's stores are older now: re-measured
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (study / f"results/logs/train/{record.parent.name}.log").read_text()
+    assert all(f"run {m}: reused" in log for m in members), log
+    assert {m: (study / f"results/runs/{m}/model.pt").stat().st_mtime_ns for m in members} == models
+    assert "Nothing to be done" in snakemake(study, TINY_CONFIG, "-n").stdout
 
 
 def test_plot_option_reruns_only_plots(study):
@@ -118,8 +164,8 @@ def test_one_metric_setting_recomputes_only_that_metric(study):
     config = copy.deepcopy(TINY_CONFIG)
     config["measure"]["ellipses"]["n_positions"] = 32
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
-    assert jobs["measure_ellipses"] == 4
-    assert not {"train", "measure_jacobian", "measure_translation", "measure_bounds"} & set(jobs)
+    assert jobs["measure_ellipses"] == 2  # one job a shard
+    assert not {"train", "measure_jacobian", "measure_translation"} & set(jobs)
 
 
 def test_missing_dataset_fails_clearly_and_keeps_results(study):

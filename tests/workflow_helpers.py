@@ -49,3 +49,12 @@ def planned_jobs(output: str) -> dict[str, int]:
             break
         counts[match.group(1)] = int(match.group(2))
     return counts
+
+
+def planned_shards(output: str, rule: str = "train") -> set[str]:
+    """The shard ids of ``rule``'s planned jobs, from the job blocks of a dry run."""
+    shards = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        if re.match(rf"(?:local)?rule {rule}:", block):
+            shards.update(re.findall(r"wildcards: shard=([0-9a-f]{12})", block))
+    return shards

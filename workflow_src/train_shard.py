@@ -57,17 +57,24 @@ def data_sha(store) -> str:
     return integrity.digest(Path(store) / integrity.MANIFEST)["sha256"][:16]
 
 
-def reusable_summary(run: RunSpec, folder: Path, code_sha: str, data: str) -> dict | None:
-    """The member's summary if its files are intact and come from this training code and
-    this dataset."""
+def reusable_summary(run: RunSpec, folder: Path, code_sha: str, data: str
+                     ) -> tuple[dict | None, str]:
+    """(the member's summary, "") if its files are intact and come from this training code
+    and this dataset; else (None, why it must be trained)."""
     record = folder / "train.json"
-    if not record.exists() or integrity.check_record(record, TRAIN_SUMMARY_KEYS):
-        return None
+    if not record.exists():
+        return None, "not trained yet"
+    problems = integrity.check_record(record, TRAIN_SUMMARY_KEYS)
+    if problems:
+        return None, f"its files are damaged ({'; '.join(map(str, problems))})"
     summary = integrity.read_record(record, TRAIN_SUMMARY_KEYS)
-    if (summary.get("run_id"), summary.get("code_sha"), summary.get("data_sha")) != (
-            run.id, code_sha, data):
-        return None
-    return summary
+    if summary.get("run_id") != run.id:
+        return None, f"{record} is for run {summary.get('run_id')}"
+    if summary.get("code_sha") != code_sha:
+        return None, "it was trained by other training code"
+    if summary.get("data_sha") != data:
+        return None, "it was trained on a different dataset"
+    return summary, ""
 
 
 def save_trained(run: RunSpec, model, result, folder: Path, device, code_sha: str,
@@ -121,9 +128,10 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
     summaries: dict[str, dict] = {}
     todo = []
     for run in runs:
-        summary = reusable_summary(run, run_folder(results, run.id), code_sha,
-                                   data_shas[run.data.id])
+        summary, why = reusable_summary(run, run_folder(results, run.id), code_sha,
+                                        data_shas[run.data.id])
         if summary is None:
+            log(f"run {run.id}: to train: {why}")
             todo.append(run)
         else:
             summaries[run.id] = summary
