@@ -96,6 +96,20 @@ def test_every_schema_key_is_commented_in_config_yaml():
             assert line is not None and "#" in line, f"config.yaml lacks a commented {key}"
 
 
+def test_hyperparameters_are_the_grid_values_of_the_run():
+    """Each coordinate is the run's own grid value, e.g. `seed` the network's seed, not the
+    data's (data.seed, which seeds the subset: both are called seed)."""
+    config = _validated()
+    config["data"]["seed"] = 5
+    config["grid"] = {**config["grid"], "seed": [0, 1, 2]}
+    runs = list(build_run_table(config).values())
+    assert sorted({run.hyperparameters()["seed"] for run in runs}) == [0, 1, 2]
+    for run in runs:
+        values = run.hyperparameters()
+        assert values["seed"] == run.seed and values["dataset"] == run.data.dataset
+        assert values["label_noise"] == run.data.label_noise and values["width"] == run.width
+
+
 def test_equal_runs_share_one_id_and_bookkeeping_does_not_change_it():
     config = _validated()
     ids = set(build_run_table(config))

@@ -68,8 +68,9 @@ class RunSpec:
 
     def hyperparameters(self) -> dict:
         """The grid coordinates of this run, named as in config.yaml."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(asdict(self.data))
+        # The data's fields first: its `seed` (of the subset and corruptions) must not stand
+        # in for the network's seed, the grid's `seed` axis.
+        values = {**asdict(self.data), **{f.name: getattr(self, f.name) for f in fields(self)}}
         return {name: values[name] for name in HYPERPARAMETERS}
 
     def to_dict(self) -> dict:
