@@ -8,8 +8,10 @@ of steps (the target accuracy is set out of reach) and evaluates both whole spli
 
 (a) one network per process, process start included: ``python -c`` imports torch and the
     package, builds the dataset and trains one network with train.train;
-(b) K networks one after another in one process with train.train;
-(c) K networks stacked with ensemble.train_stacked;
+(b) a shard of K networks trained one after another: train_shard.train_shard, the body
+    of a `train` job (what it does on a CPU), writing and sealing every member's files;
+(c) the same shard stacked (train_shard with stack=True, ensemble.train_stacked inside:
+    what a `train` job does on CUDA);
 (d) a plain pytorch/examples-style loop: DataLoader(shuffle=True) over a TensorDataset,
     nn.Module forward, loss.backward(), optimizer.step(), the same evaluations.
 It prints seconds per network and each way's ratio to (d), all from one run.
@@ -20,8 +22,10 @@ It prints seconds per network and each way's ratio to (d), all from one run.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +34,14 @@ import torch.nn.functional as F
 
 from workflow_src.data.acquire import acquire
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.ensemble import train_stacked
+from workflow_src.integrity import write_store
 from workflow_src.models import build_model
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import evaluate, model_spec_for, train
+from workflow_src.train_shard import train_shard
+from workflow_src.train import evaluate, model_spec_for
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = lambda _: None  # noqa: E731
+QUIET = lambda *_: None  # noqa: E731
 UNREACHABLE = 2.0  # target train accuracy: never met, so every way runs all its steps
 
 
@@ -121,16 +126,23 @@ def main() -> None:
     print(f"784-256x2 relu, Adam, batch 100, {steps} steps, evaluation every "
           f"{runs[0].eval_every}; {n_points} Fashion-MNIST train/test points (Debian's copy); "
           f"K={k}; device {device}; {torch.get_num_threads()} threads")
+    scratch = Path(tempfile.mkdtemp(prefix="bench_training_"))
+    store = scratch / "datasets" / f"{runs[0].data.id}.zarr"
+    write_store(data, store)
+
+    def shard(members, stack):  # a fresh results folder each time: nothing to reuse
+        results = Path(tempfile.mkdtemp(dir=scratch))
+        train_shard("bench", members, {runs[0].data.id: store}, results, device, stack, QUIET)
+
     per_network = {
         "(a) one per process": sum(one_per_process(run, args.device, args.threads)
                                    for run in runs[:n_processes]) / n_processes,
-        "(b) K x train.train": timed(lambda: [train(run, data, device, log=QUIET)
-                                              for run in runs]) / k,
-        "(c) train_stacked": timed(lambda: train_stacked(runs, [data] * k, device,
-                                                         log=QUIET)) / k,
+        "(b) shard, one by one": timed(lambda: shard(runs, False)) / k,
+        "(c) shard, stacked": timed(lambda: shard(runs, True)) / k,
         "(d) DataLoader loop": timed(lambda: [dataloader_loop(run, data, device)
                                               for run in runs]) / k,
     }
+    shutil.rmtree(scratch)
     reference = per_network["(d) DataLoader loop"]
     print(f"{'way':24s} {'s / network':>12s} {'÷ (d)':>8s}")
     for name, seconds in per_network.items():
