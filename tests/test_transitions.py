@@ -13,6 +13,7 @@ from workflow_src.metrics.transitions import (
     exact_transitions_ellipse,
     exact_transitions_polygon,
     sampled_transitions,
+    sampled_transitions_polygon,
 )
 from workflow_src.models import BREAKPOINTS, ModelSpec, build_model
 
@@ -112,6 +113,35 @@ def test_sampled_does_not_depend_on_chunking():
     path = polygon_path(vertices)
     counts = {sampled_transitions(model, path, 999, chunk) for chunk in (1, 7, 4096)}
     assert len(counts) == 1
+
+
+@pytest.mark.parametrize("activation", PIECEWISE)
+@pytest.mark.parametrize("depth, bias", [(1, True), (2, False), (3, True)])
+def test_polygon_sampler_equals_sampling_the_points(activation, depth, bias):
+    """Interpolating the first layer's pre-activations between vertices counts what
+    sampling the polygon's points does, chunk boundaries and the closing pair included."""
+    model = make_net(activation, depth=depth, bias=bias, seed=depth)
+    for seed, n_vertices in ((20, 3), (21, 7)):
+        vertices = randn(n_vertices, DIM, seed=seed)
+        for k, chunk in ((64, 4096), (999, 37)):
+            assert (sampled_transitions_polygon(model, vertices, k, chunk)
+                    == sampled_transitions(model, polygon_path(vertices), k, chunk)), (seed, k)
+
+
+def test_polygon_sampler_on_translated_images_of_a_float32_network():
+    """As the workflow calls it: image-shaped vertices (the cyclic shifts of an image), a
+    784-input network with large weights copied to float64."""
+    from workflow_src.metrics.trajectories import translation_polygon
+
+    model = build_model(ModelSpec((1, 28, 28), 10, 32, 2, "relu", True), 3)
+    with torch.no_grad():
+        model.hidden[0].weight.mul_(20)
+    image = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(0))
+    vertices = translation_polygon(image).double()
+    model64 = model.double()
+    expected = sampled_transitions(model64, polygon_path(vertices), 2048)
+    assert expected > 0
+    assert sampled_transitions_polygon(model64, vertices, 2048) == expected
 
 
 def crossings_of_first_layer_polygon(model, vertices):

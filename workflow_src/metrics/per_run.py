@@ -19,7 +19,11 @@ from ..models import BREAKPOINTS, MLP
 from . import bounds
 from .jacobian import jacobian_norms, true_class_jacobian_norm
 from .trajectories import draw_ellipses, ellipse_points, polygon_points, translation_polygon
-from .transitions import exact_transitions_ellipses, exact_transitions_polygons, sampled_transitions
+from .transitions import (
+    exact_transitions_ellipses,
+    exact_transitions_polygons,
+    sampled_transitions_polygon,
+)
 
 NO_PIECES = "activation {!r} is smooth: transitions are undefined and stored as NaN"
 ANCHOR_ANGLES = (0.0, 2 * math.pi / 3, 4 * math.pi / 3)  # where the ellipse meets p0, p1, p2
@@ -53,9 +57,8 @@ def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
     exact = ([walk.count for walk in exact_transitions_polygons(model, polygons)]
              if _has_pieces(model) else [np.nan] * len(polygons))
     for vertices in polygons:
-        sampled.append(sampled_transitions(
-            model64, lambda s, v=vertices.double(): polygon_points(v, s), k_sampled)
-            if _has_pieces(model) else np.nan)
+        sampled.append(sampled_transitions_polygon(model64, vertices.double(), k_sampled)
+                       if _has_pieces(model) else np.nan)
         points = polygon_points(vertices, s_jac)  # (J, C, H, W)
         mean_jac.append(float(jacobian_norms(model, points, chunk_size)[0].mean()))
     return xr.Dataset(
