@@ -7,7 +7,8 @@ include: "verify_outputs.smk"
 rule verify:
     params:
         # Paths as params, not inputs: a missing one must be reported, not stop the DAG.
-        expected=lambda wc: (dataset_outputs() + [e for shard in SHARDS for e in shard_outputs(shard)]
+        expected=lambda wc: (dataset_outputs()
+                             + [e for shard in SHARDS for e in shard_outputs(shard)]
                              + study_store()),
         study_outputs=lambda wc: [str(path) for path in TARGETS],
     log:

@@ -17,7 +17,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     inputs = read_all([*((read_record, p, ("members",)) for p in sm.input.records),
                        *((open_store, p) for p in sm.input.stores)])
     records, stores = inputs[:n_shards], inputs[n_shards:]
-    members = {run_id: summary for record in records for run_id, summary in record["members"].items()}
+    members = {run_id: summary for record in records
+               for run_id, summary in record["members"].items()}
     summaries = [members[run_id] for run_id in sm.params.runs]
     per_shard = sm.params.metrics_per_shard  # stores are listed shard by shard, Jacobian first
     grouped = [stores[i:i + per_shard] for i in range(0, len(stores), per_shard)]
