@@ -25,9 +25,14 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from workflow_src.config import validate_config  # noqa: E402
+from workflow_src.runtable import build_run_table  # noqa: E402
+
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 GOALS = {"jobs": 2000, "seconds": 30.0, "peak_mb": 600.0}  # for the 10,008-network grid
 LOCAL_RULES = {"all", "verify"}  # run on the submit host, never submitted to SLURM
+SHARD_RULES = ("train", "measure_jacobian", "measure_translation", "measure_ellipses")
 
 # Peak resident memory of the one child it runs (RUSAGE_CHILDREN of a fresh process).
 PEAK = ("import resource, subprocess, sys; "
@@ -64,7 +69,7 @@ def dry_run(seeds: int, workdir: Path) -> dict:
     if result.returncode != 0:
         sys.exit(f"snakemake -n failed for {seeds} seeds; see {log}:\n{result.stderr}")
     counts = job_counts(log.read_text())
-    networks = counts.get("train", 0)
+    networks = len(build_run_table(validate_config(copy.deepcopy(study))))
     return {"seeds": seeds, "networks": networks, "counts": counts, "seconds": seconds,
             "peak_mb": int(result.stdout.split()[-1]) / 1024,  # ru_maxrss is in KiB on Linux
             "submitted": counts["total"] - sum(counts.get(r, 0) for r in LOCAL_RULES)}
@@ -76,7 +81,15 @@ def report(row: dict) -> None:
     print(f"\n{row['networks']:,} networks ({row['seeds']} seeds of the demo grid)")
     print(f"  planned jobs:      {counts['total']:,} ({per_rule})")
     print(f"  sbatch jobs:       {row['submitted']:,} (all but {', '.join(sorted(LOCAL_RULES))})")
-    print(f"  jobs per network:  {counts['total'] / max(row['networks'], 1):.2f}")
+    print(f"  jobs per network:  {counts['total'] / max(row['networks'], 1):.2f} "
+          f"({counts.get('train', 0):,} shards of about "
+          f"{row['networks'] / max(counts.get('train', 1), 1):.0f} networks)")
+    # One job per network and metric, as before shards: a train job and four measuring jobs
+    # per network, plus the same study-level jobs.
+    per_network_jobs = 5 * row["networks"] + (counts["total"] - sum(
+        counts.get(rule, 0) for rule in SHARD_RULES))
+    print(f"  one job per network and metric would plan {per_network_jobs:,}: "
+          f"{per_network_jobs / counts['total']:.1f}x the jobs")
     print(f"  snakemake -n:      {row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB")
     if row["networks"] >= 10_000:
         print(f"  against the goals: jobs {counts['total'] / GOALS['jobs']:.1f}x of "

@@ -6,8 +6,8 @@ from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 def written_with(metric):
     """The metrics whose stores the job that writes ``metric``'s store also writes (the
     Jacobian's job writes the bounds'): a damaged one is rebuilt with all of them."""
-    job = measure_rule_of(metric).removeprefix("measure_")
-    return [m for m in MEASURE_JOBS[job]["writes"] if ENABLED[m]]
+    writer = getattr(rules, measure_rule_of(metric))
+    return [m for m in writer.output.keys() if ENABLED[m]]
 
 
 def networks_of(data_ids):

@@ -66,7 +66,8 @@ def test_full_preset_dry_runs(tmp_path, name):
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = planned_jobs(result.stdout)
     runs = build_run_table(validate_config(copy.deepcopy(config)))
-    assert jobs["train"] == len(plan_shards(runs))  # one job a shard (CPU sizes: no GPU here)
+    size = validate_config(copy.deepcopy(config))["shards"]["size"]
+    assert jobs["train"] == len(plan_shards(runs, size))  # one job a shard (no GPU here)
     for rule in ("granulate", "regress", "paired", "summarize", "plot_training",
                  "plot_factors", "plot_indicators_vs_gap"):
         assert jobs[rule] == 1
