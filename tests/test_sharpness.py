@@ -1,0 +1,369 @@
+"""Keskar's sharpness (Metric 2.1, arXiv 1609.04836 §2.2.2; workflow_src.metrics.sharpness)
+against brute-force grid maxima, explicit formulas and its box, in float64."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from workflow_src.metrics import sharpness as S
+from workflow_src.models import ModelSpec, build_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine two threads contend and run ~10× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# 12 scalar points, labels a noisy threshold: no network fits them exactly.
+X1 = torch.linspace(-2, 2, 12, dtype=torch.float64).reshape(-1, 1)
+Y1 = (X1[:, 0] > 0.3).long()
+Y1[[2, 9]] = 1 - Y1[[2, 9]]
+
+
+def _ce(logits, y):
+    """Reference cross-entropy, batched over leading dims: (..., B, K), (B,) -> (..., B)."""
+    picked = logits.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    return torch.logsumexp(logits, -1) - picked
+
+
+def _linear_net(w):
+    """Input (1,), no hidden layer, no bias, 2 classes: exactly 2 weights, logits (w1 x, w2 x)."""
+    spec = ModelSpec((1,), 2, width=1, depth=0, activation="relu", bias=False)
+    model = build_model(spec, 0).double()
+    with torch.no_grad():
+        model.readout.weight.copy_(torch.tensor(w, dtype=torch.float64).reshape(2, 1))
+    return model
+
+
+def _linear_loss(W, x=X1, y=Y1):
+    """Mean cross-entropy of the 2-weight linear model at each row of W (G, 2) -> (G,)."""
+    return _ce(W[:, None, :] * x[None, :, :], y).mean(-1)
+
+
+def _tanh_net(w):
+    """Input (1,), one tanh unit, no bias, 2 classes: 3 weights (h, r1, r2), logits r tanh(h x)."""
+    spec = ModelSpec((1,), 2, width=1, depth=1, activation="tanh", bias=False)
+    model = build_model(spec, 0).double()
+    with torch.no_grad():
+        model.hidden[0].weight.fill_(w[0])
+        model.readout.weight.copy_(torch.tensor(w[1:], dtype=torch.float64).reshape(2, 1))
+    return model
+
+
+def _tanh_loss(W):
+    """Mean cross-entropy of the 3-weight tanh model at each row of W (G, 3) -> (G,)."""
+    act = torch.tanh(W[:, :1] * X1[None, :, 0])  # (G, B)
+    return _ce(W[:, None, 1:] * act[:, :, None], Y1).mean(-1)
+
+
+def _grid(half_widths, points=201):
+    """Every point of a points × points grid over the 2-D box, corners included: (G, 2)."""
+    g = np.linspace(-1.0, 1.0, points)
+    return np.stack(np.meshgrid(g * half_widths[0], g * half_widths[1], indexing="ij"),
+                    -1).reshape(-1, 2)
+
+
+def _data(n=40, seed=0, shape=(1, 4, 5), classes=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *shape, generator=g, dtype=torch.float64)
+    return x, torch.randint(classes, (n,), generator=g)
+
+
+def _trained_net(seed=0, width=10, steps=150):
+    """A small relu network fitted for a while to _data(): near, not at, a minimum."""
+    spec = ModelSpec((1, 4, 5), 3, width=width, depth=2, activation="relu")
+    model = build_model(spec, seed).double()
+    x, y = _data()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model
+
+
+def _flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+
+
+def _reference_loss(model, w, x, y):
+    """L at flat weights w with torch's own cross-entropy on a fresh copy of the network."""
+    net = copy.deepcopy(model).double()
+    torch.nn.utils.vector_to_parameters(torch.as_tensor(w, dtype=torch.float64), net.parameters())
+    with torch.no_grad():
+        return float(F.cross_entropy(net(x.double()), y))
+
+
+# --- the maximum against a brute-force grid -------------------------------------------------
+
+@pytest.mark.parametrize("w", [(0.7, -0.4), (-1.0, 1.2), (0.0, 0.0)])
+@pytest.mark.parametrize("eps", [1e-3, 0.1, 0.5])
+def test_two_weight_network_matches_the_grid_maximum(w, eps):
+    """Full space, 10 iterations. The loss is convex in the 2 weights, so its maximum over
+    the box is at a corner, which the 201 × 201 grid contains: the grid maximum is the true
+    maximum, and L-BFGS-B must match it to 1e-3 of the increase, never exceed it."""
+    model = _linear_net(w)
+    assert sum(p.numel() for p in model.parameters()) == 2
+    problem = S.SharpnessProblem(S.TrainingLoss(model, X1, Y1))
+    w0 = torch.tensor(w, dtype=torch.float64)
+    base = float(_linear_loss(w0[None])[0])
+    assert problem.base_value == pytest.approx(base, rel=1e-14)
+    h = problem.half_widths(eps)
+    np.testing.assert_array_equal(h, eps * (np.abs(np.asarray(w)) + 1))
+    grid = _linear_loss(w0[None] + torch.from_numpy(_grid(h))).numpy()
+    corners = _linear_loss(w0[None] + torch.from_numpy(np.array(
+        [[a * h[0], b * h[1]] for a in (-1, 1) for b in (-1, 1)]))).numpy()
+    assert grid.max() == corners.max()  # convex: the true maximum is at a corner
+    phi, found = problem.sharpness(eps, max_iterations=10)
+    assert found.value - base == pytest.approx(grid.max() - base, rel=1e-3)
+    assert found.value <= grid.max() + 1e-14 * (1 + base)
+    assert phi == pytest.approx(100 * (grid.max() - base) / (1 + base), rel=1e-3)
+    assert phi > 0
+
+
+@pytest.mark.parametrize("w,seed,eps", [((1.5, 0.8, -0.6), 0, 1.0), ((0.3, 2.0, -1.5), 1, 0.3)])
+def test_nonconvex_subspace_matches_the_grid_maximum(w, seed, eps):
+    """A tanh network (3 weights) in a random 2-D subspace, a box wide enough that the loss
+    is far from linear (in the second case the maximum lies on an edge, between grid
+    points). 10 iterations are enough here. The value L-BFGS-B reports is the loss at a
+    point it evaluated inside the box, so it cannot exceed the true maximum; it may exceed
+    the grid's by what lies between grid points."""
+    model = _tanh_net(w)
+    A = S.subspace_basis(3, 2, seed)
+    problem = S.SharpnessProblem(S.TrainingLoss(model, X1, Y1), A)
+    w0 = torch.tensor(w, dtype=torch.float64)
+    base = float(_tanh_loss(w0[None])[0])
+    assert problem.base_value == pytest.approx(base, rel=1e-14)
+    h = problem.half_widths(eps)
+    At = torch.from_numpy(A).T
+    grid = _tanh_loss(w0[None] + torch.from_numpy(_grid(h)) @ At).numpy()
+    found = S.maximize_in_box(problem.objective, h, max_iterations=10)
+    assert found.value - base == pytest.approx(grid.max() - base, rel=1e-3)
+    assert np.all(np.abs(found.z) <= h)
+    at_z = float(_tanh_loss(w0[None] + torch.from_numpy(found.z)[None] @ At)[0])
+    assert found.value == pytest.approx(at_z, rel=1e-13)
+    assert found.value - grid.max() <= 1e-5 * (grid.max() - base)  # between grid points only
+
+
+# --- the box --------------------------------------------------------------------------------
+
+def test_every_point_evaluated_lies_in_the_box():
+    """An objective that pulls hard out of the box along some coordinates and into it along
+    others: every z L-BFGS-B asks for lies in the box, and some lie on its faces."""
+    h = np.array([1e-3, 2.0, 0.5, 0.0, 3e-2])
+    target = np.array([5.0, -7.0, 0.1, 1.0, -0.01])  # outside, outside, inside, fixed, inside
+    seen = []
+
+    def fun(z):
+        seen.append(z.copy())
+        d = z - target
+        return -float(d @ d) + 30 * float(np.sin(z).sum()), -2 * d + 30 * np.cos(z)
+
+    found = S.maximize_in_box(fun, h, max_iterations=10)
+    points = np.stack(seen)
+    assert len(points) > 3
+    assert np.all(points >= -h) and np.all(points <= h)
+    assert np.isclose(np.abs(points[:, 0]), h[0], rtol=0, atol=0).any()
+    assert (points[:, 3] == 0).all()
+    assert found.value == max(fun(p)[0] for p in points)
+
+
+def test_metrics_use_the_box_of_A_pinv_w(monkeypatch):
+    """sharpness_metrics hands L-BFGS-B the box ε(|w| + 1) for A = I and ε(|A⁺w| + 1) for the
+    random A (A⁺ by numpy here), and every point it evaluates lies in that box."""
+    model = _trained_net(steps=20)
+    x, y = _data()
+    w = _flat(model).numpy()
+    n = w.size
+    A = S.subspace_basis(n, 100, seed=3)
+    A_pinv = np.linalg.pinv(A)
+    calls = []
+    original = S.maximize_in_box
+
+    def recording(fun, half_widths, max_iterations):
+        points = []
+
+        def wrapped(z):
+            points.append(z.copy())
+            return fun(z)
+
+        calls.append((np.asarray(half_widths).copy(), points))
+        return original(wrapped, half_widths, max_iterations)
+
+    monkeypatch.setattr(S, "maximize_in_box", recording)
+    epsilons = (1e-3, 5e-4)
+    S.sharpness_metrics(model, x, y, epsilons=epsilons, seed=3)
+    assert len(calls) == 4  # full at both ε, then subspace at both ε
+    expected = [eps * (np.abs(w) + 1) for eps in epsilons] + [
+        eps * (np.abs(A_pinv @ w) + 1) for eps in epsilons]
+    for (h, points), h_expected in zip(calls, expected):
+        np.testing.assert_allclose(h, h_expected, rtol=1e-9, atol=0)
+        pts = np.stack(points)
+        assert len(pts) > 1
+        assert np.all(np.abs(pts) <= h)
+
+
+def test_identity_A_is_the_full_space_and_the_formula():
+    """A = I_n explicitly (pinv(I) = I, so A⁺w = w) gives the full-space box and value, and
+    φ is 100 (L(w + z*) − L(w)) / (1 + L(w)) with L from torch's own cross-entropy."""
+    model = _trained_net()
+    x, y = _data()
+    loss = S.TrainingLoss(model, x, y)
+    full = S.SharpnessProblem(loss)
+    explicit = S.SharpnessProblem(loss, np.eye(loss.n_parameters))
+    w = _flat(model).numpy()
+    eps = 1e-3
+    np.testing.assert_allclose(explicit.projected_weights(), w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(explicit.half_widths(eps), eps * (np.abs(w) + 1), rtol=1e-12)
+    np.testing.assert_array_equal(full.half_widths(eps), eps * (np.abs(w) + 1))
+    phi_full, found = full.sharpness(eps)
+    phi_explicit, _ = explicit.sharpness(eps)
+    assert phi_full > 0
+    assert phi_explicit == pytest.approx(phi_full, rel=1e-8)
+    base = _reference_loss(model, w, x, y)
+    peak = _reference_loss(model, w + found.z, x, y)
+    assert phi_full == pytest.approx(100 * (peak - base) / (1 + base), rel=1e-10)
+
+
+def test_subspace_basis_is_standard_normal_with_a_left_inverse():
+    model = _trained_net()
+    n, p = sum(q.numel() for q in model.parameters()), 100
+    A = S.subspace_basis(n, p, seed=5)
+    assert A.shape == (n, p) and A.dtype == np.float64
+    assert abs(A.mean()) < 0.02 and abs(A.std() - 1) < 0.02  # 35,300 N(0, 1) draws
+    np.testing.assert_array_equal(A, S.subspace_basis(n, p, seed=5))
+    assert not np.array_equal(A, S.subspace_basis(n, p, seed=6))
+    problem = S.SharpnessProblem(S.TrainingLoss(model, *_data()), A)
+    np.testing.assert_allclose(problem.A_pinv.numpy() @ A, np.eye(p), atol=1e-12)
+    w = _flat(model).numpy()
+    np.testing.assert_allclose(problem.projected_weights(), np.linalg.pinv(A) @ w,
+                               rtol=1e-9, atol=1e-12)
+
+
+# --- values ---------------------------------------------------------------------------------
+
+def test_zero_at_zero_epsilon_nonnegative_and_weakly_increasing():
+    model = _trained_net()
+    x, y = _data()
+    epsilons = (0.0, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
+    out = S.sharpness_metrics(model, x, y, epsilons=epsilons)
+    for name in ("sharpness_full", "sharpness_subspace"):
+        values = out[name].values
+        assert values[0] == 0.0
+        assert (values >= 0).all()
+        assert (np.diff(values) >= 0).all(), (name, values)
+        assert values[-1] > values[1] > 0
+
+
+def test_never_below_the_start_and_the_best_point_is_kept():
+    """A gradient that lies (ascent promised, every step worse): the value stays L(w) and φ is
+    0, not negative. A noisy objective: the value is the best of all evaluations, not
+    L-BFGS-B's last iterate. φ's formula floors a maximum below L(w) at 0."""
+    h = np.full(4, 0.1)
+    liar = lambda z: (1.0 - float(z @ z), 2 * z + 1.0)  # noqa: E731
+    found = S.maximize_in_box(liar, h)
+    assert found.value == found.start_value == 1.0
+    assert S.sharpness_from_maximum(found.value, 1.0) == 0.0
+
+    rng = np.random.default_rng(0)
+    seen = []
+
+    def noisy(z):
+        value = float(np.sin(3 * z).sum() + rng.normal(0, 0.05))
+        seen.append(value)
+        return value, 3 * np.cos(3 * z)
+
+    found = S.maximize_in_box(noisy, np.full(3, 1.0))
+    assert found.value == max(seen)
+    assert S.sharpness_from_maximum(0.5, 1.0) == 0.0
+    assert S.sharpness_from_maximum(1.5, 1.0) == pytest.approx(25.0)
+
+
+def test_steeper_loss_is_sharper():
+    """The 2-weight linear model at w = 0 on inputs x and on c·x (c = 3), i.e. its readout
+    scaled by c: both have L(0) = log 2, and both boxes are |z_i| ≤ ε. The scaled loss is
+    L(c z), so its maximum over the box is L's over the box c times larger; L is convex, so
+    for a corner v of the small box L(c v) ≥ L(v) + (c − 1)(L(v) − L(0)): φ at least
+    triples."""
+    c, eps = 3.0, 0.1
+    phis = []
+    for scale in (1.0, c):
+        problem = S.SharpnessProblem(S.TrainingLoss(_linear_net((0.0, 0.0)), scale * X1, Y1))
+        assert problem.base_value == pytest.approx(math.log(2), rel=1e-14)
+        phis.append(problem.sharpness(eps)[0])
+    assert phis[0] > 0
+    assert phis[1] >= c * phis[0] * (1 - 1e-6)
+
+
+# --- the loss, the store, reproducibility ---------------------------------------------------
+
+def test_chunking_does_not_change_the_loss():
+    model = _trained_net()
+    x, y = _data(n=10)  # chunks of 3: 3 + 3 + 3 + 1 points
+    w = _flat(model)
+    v3, g3 = S.TrainingLoss(model, x, y, chunk_size=3)(w)
+    v_all, g_all = S.TrainingLoss(model, x, y, chunk_size=4096)(w)
+    assert v3 == pytest.approx(v_all, rel=1e-14)
+    assert v_all == pytest.approx(_reference_loss(model, w, x, y), rel=1e-13)
+    torch.testing.assert_close(g3, g_all, rtol=1e-12, atol=1e-15)
+    a = S.sharpness_metrics(model, x, y, chunk_size=3)
+    b = S.sharpness_metrics(model, x, y, chunk_size=4096)
+    for name in ("sharpness_full", "sharpness_subspace"):
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-8)
+        assert (a[name].values > 0).all()
+
+
+def test_deterministic_for_a_seed_and_leaves_the_network_alone():
+    model = _trained_net()
+    x, y = _data()
+    before = [p.detach().clone() for p in model.parameters()]
+    first = S.sharpness_metrics(model, x, y, seed=7)
+    again = S.sharpness_metrics(model, x, y, seed=7)
+    other = S.sharpness_metrics(model, x, y, seed=8)
+    xr.testing.assert_identical(first, again)
+    np.testing.assert_array_equal(first["sharpness_full"], other["sharpness_full"])
+    assert not np.array_equal(first["sharpness_subspace"], other["sharpness_subspace"])
+    for p, q in zip(model.parameters(), before):
+        assert p.dtype == q.dtype and torch.equal(p.detach(), q)
+
+
+def test_store_layout():
+    model = _trained_net(steps=20)
+    x, y = _data()
+    out = S.sharpness_metrics(model, x, y, epsilons=(1e-3, 5e-4), max_iterations=10, seed=2)
+    names = ["sharpness_full", "sharpness_subspace", "sharpness_full_evaluations",
+             "sharpness_subspace_evaluations"]
+    assert sorted(out.data_vars) == sorted(names)
+    for name in names:
+        assert out[name].dims == ("epsilon",) and out[name].dtype == np.float64
+    np.testing.assert_array_equal(out["epsilon"].values, [1e-3, 5e-4])
+    evaluations = out["sharpness_full_evaluations"].values
+    assert (evaluations >= 2).all() and (evaluations == np.round(evaluations)).all()
+    attrs = out.attrs
+    assert "1609.04836" in attrs["paper"] and "Metric 2.1" in attrs["equation"]
+    assert attrs["max_iterations"] == 10 and attrs["seed"] == 2
+    assert attrs["subspace_dim"] == 100 and "note" not in attrs
+    assert "z = 0" in attrs["start_point"]
+    assert "standard normal" in attrs["subspace_distribution"]
+    assert attrs["n_parameters"] == sum(p.numel() for p in model.parameters())
+    assert attrs["loss_at_weights"] == pytest.approx(_reference_loss(model, _flat(model), x, y),
+                                                     rel=1e-12)
+
+
+def test_fewer_parameters_than_subspace_dim_uses_all_of_them():
+    out = S.sharpness_metrics(_tanh_net((1.5, 0.8, -0.6)), X1, Y1, epsilons=(0.0, 0.1))
+    assert out.attrs["subspace_dim"] == 3 and out.attrs["subspace_dim_requested"] == 100
+    assert "p = n = 3" in out.attrs["note"]
+    assert out["sharpness_subspace"].values[0] == 0.0
+    assert out["sharpness_subspace"].values[1] > 0
