@@ -69,8 +69,3 @@ rule measure_ellipses:
     script:
         "scripts/measure_shard.py"
 
-
-def measure_rule_of(metric):
-    """The name of the rule that writes ``metric``'s store (its output named ``metric``)."""
-    return next(f"measure_{job}" for job in ("jacobian", "translation", "ellipses")
-                if metric in getattr(rules, f"measure_{job}").output.keys())

@@ -3,6 +3,12 @@
 from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 
 
+def measure_rule_of(metric):
+    """The name of the rule that writes ``metric``'s store (its output named ``metric``)."""
+    return next(f"measure_{job}" for job in ("jacobian", "translation", "ellipses")
+                if metric in getattr(rules, f"measure_{job}").output.keys())
+
+
 def written_with(metric):
     """The metrics whose stores the job that writes ``metric``'s store also writes (the
     Jacobian's job writes the bounds'): a damaged one is rebuilt with all of them."""
