@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import __version__, integrity
 
-# The train rule's record (results/runs/<run_id>/train.json) vouches for model.pt and
-# curve.csv beside it; readers need these keys of it.
+# A network's record (results/runs/<run_id>/train.json, written by its shard's train job)
+# vouches for model.pt and curve.csv beside it; readers need these keys of it.
 TRAIN_SUMMARY_KEYS = ("run_id", "status", "steps", "train_acc", "test_acc", "gap")
 
 
