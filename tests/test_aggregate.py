@@ -34,9 +34,14 @@ SUMMARIES = [
 KINDS = ["random", "same_class", "different_class"]
 
 
-def run_stores(n_points: int, dataset: str, seed: int) -> list[xr.Dataset]:
-    """A Jacobian store of n_points and an ellipse store, shaped as the measuring rules
-    write them (per-run adapters)."""
+def as_shard(run_ids, store: xr.Dataset) -> xr.Dataset:
+    """A store as a shard's measuring job writes it: a `run` dimension in front, coordinate
+    run_id (here the same values for every member)."""
+    return store.expand_dims(run=len(run_ids)).assign_coords(run_id=("run", list(run_ids)))
+
+
+def run_stores(n_points: int, dataset: str, seed: int, run_id: str) -> list[xr.Dataset]:
+    """A Jacobian store of n_points and an ellipse store of a shard holding one run."""
     rng = np.random.default_rng(seed)
     jacobian = xr.Dataset(
         {"loss": ("point", rng.uniform(size=n_points)),
@@ -53,11 +58,11 @@ def run_stores(n_points: int, dataset: str, seed: int) -> list[xr.Dataset]:
         coords={"ellipse_kind": ("ellipse", KINDS), "angle": ("position", np.arange(4.0))},
         attrs={"seed": seed},
     )
-    return [jacobian, ellipses]
+    return [as_shard([run_id], jacobian), as_shard([run_id], ellipses)]
 
 
 def test_metrics_store_round_trips_strings_without_warnings(tmp_path):
-    stores = [run_stores(5, "digits", 0), run_stores(3, "fashion_mnist", 1)]
+    stores = [run_stores(5, "digits", 0, "run_a"), run_stores(3, "fashion_mnist", 1, "run_bb")]
     ds = build_metrics(RUNS, SUMMARIES, stores, code_version="test")
     path = tmp_path / "metrics.zarr"
     with warnings.catch_warnings():
@@ -89,3 +94,27 @@ def test_metrics_store_round_trips_strings_without_warnings(tmp_path):
     assert back.attrs == ds.attrs
     kept = converged(network_table(back))
     assert kept["run_id"].tolist() == ["run_a"] and kept["dataset"].tolist() == ["digits"]
+
+
+def test_shards_are_put_in_the_order_of_the_run_table():
+    """Shards list their members in their own order; metrics.zarr follows the run table."""
+    def jacobian(values):
+        return xr.Dataset({"jacobian_norm": (("run", "point"), np.array(values, float))},
+                          coords={"point": np.arange(2)},
+                          attrs={"dataset": "digits", "source": "s", "source_sha256": "x"})
+
+    runs = {name: {h: i for h in HYPERPARAMETERS} for i, name in enumerate("abcd")}
+    summaries = [{"train_acc": 1.0, "test_acc": 0.5, "gap": 0.5, "steps": 10,
+                  "status": "converged"}] * 4
+    first = jacobian([[3, 3], [1, 1]]).assign_coords(run_id=("run", ["d", "b"]))
+    second = jacobian([[0, 0], [2, 2]]).assign_coords(run_id=("run", ["a", "c"]))
+    ds = build_metrics(runs, summaries, [[first], [second]], "v")
+    assert ds["run_id"].values.tolist() == list("abcd")
+    assert ds["jacobian_norm"].values[:, 0].tolist() == [0, 1, 2, 3]
+    assert ds["width"].values.tolist() == [0, 1, 2, 3]
+    try:
+        build_metrics({**runs, "e": runs["a"]}, summaries + summaries[:1], [[first], [second]], "v")
+    except ValueError as err:
+        assert "exactly the study's runs" in str(err)
+    else:
+        raise AssertionError("a run missing from every shard must be refused")

@@ -4,11 +4,12 @@ float64 on small digits networks."""
 import pytest
 import torch
 
-from workflow_src.data.acquire import acquire
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.ensemble import StackedOptimizer, check_stackable, train_stacked
 from workflow_src.runtable import DataSpec, RunSpec
 from workflow_src.train import OPTIMIZERS, make_optimizer, train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CPU = torch.device("cpu")
 QUIET = lambda _: None  # noqa: E731
@@ -16,20 +17,6 @@ QUIET = lambda _: None  # noqa: E731
 LEARNING_RATE = {"sgd": 0.5, "gd": 0.5, "momentum": 0.05, "adam": 1e-2, "rmsprop": 3e-3}
 # Weights reach ~1e159 after one update, so the next forward pass overflows float64.
 HUGE_LR = 1e160
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return acquire("digits")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny; on a shared machine more threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def float64_data(digits, label_noise):

@@ -135,8 +135,12 @@ def test_aggregate_pads_shorter_metrics_and_marks_indicators():
     runs = {f"r{i}": {h: i for h in HYPERPARAMETERS} for i in range(2)}
     summaries = [{"train_acc": 1.0, "test_acc": 0.5, "gap": 0.5, "steps": 10,
                   "status": "converged"}] * 2
-    ds = build_metrics(runs, summaries, [[jac_store(4), trans_store(2)],
-                                         [jac_store(3), trans_store(3)]], "v")
+    def shard(run_id, store):  # as a one-member shard's measuring job writes it
+        return store.expand_dims("run").assign_coords(run_id=("run", [run_id]))
+
+    ds = build_metrics(runs, summaries, [[shard("r0", jac_store(4)), shard("r0", trans_store(2))],
+                                         [shard("r1", jac_store(3)), shard("r1", trans_store(3))]],
+                       "v")
     assert dict(ds.sizes) == {"run": 2, "point": 4}
     assert np.isnan(ds["transitions_exact"].values[0, 2:]).all()
     assert np.isnan(ds["jacobian_norm"].values[1, 3]) and np.isnan(ds["correct"].values[1, 3])

@@ -16,7 +16,6 @@ import torch
 
 from workflow_src import ensemble, integrity, shards
 from workflow_src.adapter import Progress
-from workflow_src.data.acquire import acquire
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.integrity import write_store
 from workflow_src.measure_shard import measure_shard
@@ -26,6 +25,8 @@ from workflow_src.models import build_model, load_model
 from workflow_src.runtable import DataSpec, RunSpec, build_run_table
 from workflow_src.train import train
 from workflow_src.train_shard import MemberFailed, train_shard
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GRID = {"dataset": ["digits"], "corruption": ["none"], "label_noise": [0.0, 0.5],
         "width": [16, 32], "depth": [1, 2], "activation": ["relu"], "bias": [True],
@@ -105,18 +106,6 @@ def test_the_demo_grid_at_834_seeds_plans_few_shards():
 
 
 # --- training a shard -------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def digits():
-    return acquire("digits")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def members(label_noises=(0.0, 0.5, 1.0), **changes):

@@ -15,14 +15,7 @@ import xarray as xr
 from workflow_src.metrics import sharpness as S
 from workflow_src.models import ModelSpec, build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads contend and run ~10× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # 12 scalar points, labels a noisy threshold: no network fits them exactly.

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workflow_src.data.acquire import acquire
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.models import (
     ACTIVATIONS,
@@ -40,11 +39,6 @@ REFERENCE_ACTIVATION = {
     "hard_sigmoid": lambda z: (z / 6 + 0.5).clamp(0, 1),
     "tanh": torch.tanh,
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return acquire("digits")
 
 
 def data_spec(label_noise=0.0, n_train=100):

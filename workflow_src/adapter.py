@@ -8,7 +8,7 @@ import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from . import __version__, integrity
+from . import __version__
 
 # A network's record (results/runs/<run_id>/train.json, written by its shard's train job)
 # vouches for model.pt and curve.csv beside it; readers need these keys of it.
@@ -41,29 +41,21 @@ def code_version() -> str:
     return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
 
 
-def load_trained(job):
-    """(model in eval mode, corrupted dataset, device) for a measuring job: ``job`` is the
-    script's ``snakemake`` object, with inputs ``model``, ``summary`` (the train.json that
-    vouches for the model) and ``data``. Both are checked against their seals first
-    (integrity.DamagedOutputError names a damaged file)."""
+def shard_job(job):
+    """(members' RunSpecs, data id -> dataset store path, torch device) for a job of one
+    shard (rules train and measure_*): ``job`` is the script's ``snakemake`` object, whose
+    ``params.runs`` are the members and whose inputs ``data_<data id>`` their datasets.
+    Sets torch's thread count to the job's threads."""
     import torch
 
+    from .runtable import RunSpec
     from .train import resolve_device
 
     torch.set_num_threads(job.threads)
-    device = resolve_device(job.config["training"]["device"])
-    model_path = Path(job.input.model)
-    model = integrity.load_model(model_path, job.input.summary, device).eval()
-    return model, integrity.open_store(job.input.data), device
-
-
-def first_test_points(data, n_points: int, device):
-    """The first n_points test inputs (P, C, H, W) and their labels (P,), on the device."""
-    import torch
-
-    x = torch.as_tensor(data["x_test"].values[:n_points], device=device)
-    y = torch.as_tensor(data["y_test"].values[:n_points], device=device)
-    return x, y
+    runs = [RunSpec.from_dict(raw) for raw in job.params.runs]
+    data_stores = {key.removeprefix("data_"): path for key, path in job.input.items()
+                   if key.startswith("data_")}
+    return runs, data_stores, resolve_device(job.config["training"]["device"])
 
 
 class Progress:

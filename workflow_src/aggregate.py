@@ -42,15 +42,12 @@ UNITS = {
 }
 
 
-def merge_group(stores: list[xr.Dataset]) -> xr.Dataset:
-    """One group's metric stores as one Dataset with a ``run`` dimension: a shard's stores
-    (each with ``run`` and ``run_id``, the members in one order), or one run's stores (no
-    ``run`` dimension: a group of one). Per-point metrics share the ``point`` index."""
+def merge_shard(stores: list[xr.Dataset]) -> xr.Dataset:
+    """One shard's metric stores (each with a ``run`` dimension and ``run_id``, the members
+    in the shard's order) as one Dataset; per-point metrics share the ``point`` index."""
     cleaned = []
     for store in stores:
         store = store.drop_vars([c for c in ("test_index", "data_id") if c in store.coords])
-        if "run" not in store.dims:
-            store = store.expand_dims("run")
         if "correct" in store:  # float, so padding can be NaN
             store["correct"] = store["correct"].astype(float)
         cleaned.append(store.assign_attrs({}))
@@ -62,15 +59,14 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[lis
                   code_version: str) -> xr.Dataset:
     """runs: run id -> hyperparameters; summaries in the order of runs; stores: the metric
     stores of each shard (the Jacobian store first), whose ``run_id`` coordinates together
-    list every run once, in any order; or each run's stores, in the order of runs."""
+    list every run once, in any order. The result follows the order of runs."""
     run_ids = list(runs)
-    ds = xr.concat([merge_group(group) for group in stores], dim="run", join="outer",
+    ds = xr.concat([merge_shard(group) for group in stores], dim="run", join="outer",
                    fill_value=np.nan, coords="minimal", compat="override")
-    if "run_id" in ds.coords:
-        position = {run_id: i for i, run_id in enumerate(ds["run_id"].values.tolist())}
-        if sorted(position) != sorted(run_ids):
-            raise ValueError("the shards' stores do not hold exactly the study's runs")
-        ds = ds.isel(run=[position[run_id] for run_id in run_ids]).drop_vars("run_id")
+    position = {run_id: i for i, run_id in enumerate(ds["run_id"].values.tolist())}
+    if len(position) != ds.sizes["run"] or sorted(position) != sorted(run_ids):
+        raise ValueError("the shards' stores do not hold exactly the study's runs")
+    ds = ds.isel(run=[position[run_id] for run_id in run_ids]).drop_vars("run_id")
     ds = ds.assign_coords(
         point=np.arange(ds.sizes["point"]),
         run_id=("run", run_ids),

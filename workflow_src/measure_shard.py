@@ -19,7 +19,7 @@ from .adapter import Progress
 from .metrics.jacobian import pointwise_metrics
 from .metrics.per_run import bound_metrics, ellipse_metrics, translation_metrics
 from .models import build_model
-from .train_shard import run_folder
+from .train_shard import run_folder, shard_record
 
 DATA_ATTRS = ("dataset", "source", "source_sha256")
 
@@ -88,12 +88,12 @@ def measure_shard(metrics: dict[str, dict], shard: str, runs: list, data_stores:
     runs: the members' RunSpecs; data_stores: data id -> path of its dataset; results: the
     results folder.
     """
-    record_path = f"{results}/shards/{shard}/train.json"
+    record_path = shard_record(results, shard)
     record = integrity.read_record(record_path, ("members",))
     missing = [run.id for run in runs if run.id not in record["members"]]
     if missing:
         raise integrity.DamagedOutputError([integrity.Problem(
-            record_path, f"does not list members {missing}")])
+            str(record_path), f"does not list members {missing}")])
     job = MemberJob(device, chunk_size)
     datas = {data_id: integrity.open_store(path) for data_id, path in data_stores.items()}
     progress = Progress(log, len(runs), "networks")

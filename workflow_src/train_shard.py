@@ -64,10 +64,10 @@ def reusable_summary(run: RunSpec, folder: Path, code_sha: str, data: str
     record = folder / "train.json"
     if not record.exists():
         return None, "not trained yet"
-    problems = integrity.check_record(record, TRAIN_SUMMARY_KEYS)
-    if problems:
-        return None, f"its files are damaged ({'; '.join(map(str, problems))})"
-    summary = integrity.read_record(record, TRAIN_SUMMARY_KEYS)
+    try:  # checks the record and every file it vouches for, once
+        summary = integrity.read_record(record, TRAIN_SUMMARY_KEYS)
+    except integrity.DamagedOutputError as err:
+        return None, f"its files are damaged ({'; '.join(map(str, err.problems))})"
     if summary.get("run_id") != run.id:
         return None, f"{record} is for run {summary.get('run_id')}"
     if summary.get("code_sha") != code_sha:

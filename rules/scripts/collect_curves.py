@@ -3,18 +3,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import TRAIN_SUMMARY_KEYS, logged  # noqa: E402
+from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.collect import learning_curves  # noqa: E402
 from workflow_src.integrity import read_all, read_csv, read_record  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
-    # The shards' records vouch for the members' train.json, each of those for the curve.csv
-    # beside it; all are checked before any is used.
-    read_all([(read_record, p, ("members",)) for p in sm.input.records])
+    # The shards' records vouch for the members' train.json (and carry their summaries),
+    # each train.json for the curve.csv beside it; all are checked before any is used.
+    # (The weights, which the curves do not need, are not read.)
+    records = read_all([(read_record, p, ("members",)) for p in sm.input.records])
+    members = {run_id: summary for record in records
+               for run_id, summary in record["members"].items()}
+    summaries = [members[run_id] for run_id in sm.params.runs]
     results = Path(sm.input.records[0]).parents[2]  # results/shards/<shard>/train.json
     folders = [results / "runs" / run_id for run_id in sm.params.runs]
-    summaries = read_all([(read_record, f / "train.json", TRAIN_SUMMARY_KEYS) for f in folders])
     curves = read_all([(read_csv, f / "curve.csv", f / "train.json") for f in folders])
     table = learning_curves(sm.params.runs, curves, summaries)
     table.to_csv(sm.output.curves, index=False)
