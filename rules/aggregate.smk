@@ -1,5 +1,7 @@
 # Stage 5: every run of the study into one labelled store, results/<study>/metrics.zarr.
-METRICS_TO_AGGREGATE = [m for m in ("jacobian", "translation", "ellipses", "bounds") if ENABLED[m]]
+METRICS_TO_AGGREGATE = [m for m in ("jacobian", "translation", "ellipses", "bounds", "norms",
+                                    "critical", "hessian", "sharpness", "pac_bayes", "ntk")
+                        if ENABLED[m]]
 
 
 rule aggregate:

@@ -69,9 +69,19 @@ METRIC_SETTINGS = {
     "ellipses": dict(MEASURE["ellipses"]),
     "bounds": {"n_points": N_POINTS},
 }
+# The indicators beyond Novak's (README "Indicators"): each switched by its `enabled` key,
+# which is not part of the settings (switching a metric off and on again finds its stores).
+for _metric in ("norms", "critical", "hessian", "sharpness", "pac_bayes", "ntk"):
+    METRIC_SETTINGS[_metric] = {k: v for k, v in MEASURE[_metric].items() if k != "enabled"}
+METRIC_SETTINGS["critical"]["n_points"] = min(MEASURE["critical"]["n_points"], N_POINTS)
+METRIC_SETTINGS["hessian"]["n_points"] = min(MEASURE["hessian"]["n_points"], config["data"]["n_train"])
+METRIC_SETTINGS["ntk"]["n_points"] = min(MEASURE["ntk"]["n_points"], config["data"]["n_train"])
+METRIC_SETTINGS["ntk"]["n_test_points"] = min(MEASURE["ntk"]["n_test_points"], config["data"]["n_test"])
 ENABLED = {"jacobian": True, "bounds": True,
            "translation": METRIC_SETTINGS["translation"]["n_points"] > 0,
-           "ellipses": MEASURE["ellipses"]["per_kind"] > 0}
+           "ellipses": MEASURE["ellipses"]["per_kind"] > 0,
+           **{m: MEASURE[m]["enabled"] for m in ("norms", "critical", "hessian", "sharpness",
+                                                 "pac_bayes", "ntk")}}
 
 
 def metric_store(metric, shard="{shard}"):

@@ -118,3 +118,42 @@ def test_shards_are_put_in_the_order_of_the_run_table():
         assert "exactly the study's runs" in str(err)
     else:
         raise AssertionError("a run missing from every shard must be refused")
+
+
+def test_expected_signs_agree_with_the_metric_modules():
+    """aggregate.py states the signs itself (its environment has no PyTorch); they must be
+    the ones each metric module states and argues."""
+    from workflow_src.aggregate import INDICATORS, expected_sign
+    from workflow_src.metrics import norms, ntk, pac_bayes
+
+    for module in (norms, pac_bayes, ntk):
+        for name, sign in module.EXPECTED_SIGN.items():
+            if name in INDICATORS:
+                assert INDICATORS[name] == sign, name
+    assert set(norms.EXPECTED_SIGN) <= set(INDICATORS)
+    # The four measures are scored; sigma', alpha' (the same rankings reversed) are not.
+    assert {n for n in pac_bayes.EXPECTED_SIGN if n in INDICATORS} == {
+        "pac_bayes_flatness", "pac_bayes_mag_flatness", "pac_bayes_sharpness",
+        "pac_bayes_mag_sharpness"}
+    assert INDICATORS["ntk_top_eigenvalue"] == ntk.EXPECTED_SIGN["ntk_top_eigenvalues"]
+    assert set(INDICATORS.values()) == {-1, +1}
+    assert expected_sign("sharpness_full_eps0p001") == +1
+    assert expected_sign("sharpness_full_evaluations_eps0p001") is None
+    assert expected_sign("pac_bayes_sigma") is None and expected_sign("loss") is None
+
+
+def test_indicators_carry_their_expected_sign():
+    """Only the registered indicators are marked for the statistics, each with its sign."""
+    jacobian, _ = run_stores(3, "digits", 0, "run_a")
+    shard = [xr.concat([jacobian, run_stores(3, "digits", 1, "run_bb")[0]], dim="run"),
+             xr.Dataset({"margin": ("run", [1.0, 2.0]), "frobenius_sum": ("run", [3.0, 4.0]),
+                         "sharpness_full_eps0p001": ("run", [0.1, 0.2]),
+                         "pac_bayes_sigma": ("run", [0.1, 0.2])},
+                        coords={"run_id": ("run", list(RUNS))})]
+    ds = build_metrics(RUNS, SUMMARIES, [shard], "test")
+    assert ds["margin"].attrs["expected_sign"] == -1
+    assert ds["frobenius_sum"].attrs["expected_sign"] == +1
+    assert ds["jacobian_norm"].attrs["expected_sign"] == +1
+    assert ds["sharpness_full_eps0p001"].attrs["role"] == "indicator"
+    assert "role" not in ds["pac_bayes_sigma"].attrs and "role" not in ds["loss"].attrs
+    assert ds["margin"].attrs["units"].startswith("10th percentile")

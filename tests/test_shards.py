@@ -292,6 +292,70 @@ def test_shard_walks_and_ellipses_equal_each_members_own(shard_dir):
                                               alone[name].values, err_msg=name)
 
 
+def test_shard_indicators_equal_each_members_own(shard_dir):
+    """The new indicators in a shard store are each member's own: computed on its training
+    labels as trained on (corrupted for label noise), from its own initial weights, with
+    Arpit's grey-level settings converted to the pixel/255 inputs the network sees."""
+    from workflow_src.metrics.critical import critical_sample_metrics
+    from workflow_src.metrics.hessian import hessian_metrics
+    from workflow_src.metrics.norms import norm_metrics
+    from workflow_src.metrics.ntk import ntk_metrics
+    from workflow_src.metrics.pac_bayes import pac_bayes_metrics
+    from workflow_src.metrics.sharpness import sharpness_metrics
+
+    results, stores = shard_dir
+    runs = members()[1:]  # label noise 0.5 and 1.0: training labels differ from the clean
+    _train(shard_dir, runs)
+    settings = {
+        "norms": {},
+        "critical": {"n_points": 6, "alpha": 0.25, "beta": 0.2, "radius": 0.3,
+                     "max_iterations": 10, "seed": 3},
+        "hessian": {"n_points": 40, "n_iterations": 5, "tolerance": 1e-4, "n_probes": 3,
+                    "seed": 1},
+        "sharpness": {"epsilons": [1e-3, 5e-4], "subspace_dim": 5, "max_iterations": 2,
+                      "seed": 2},
+        "pac_bayes": {"target_deviation": 0.1, "tolerance": 0.01, "bisection_steps": 3,
+                      "n_draws": 2, "ascent_steps": 2, "magnitude_eps": 1e-3,
+                      "search_max": 2.0, "seed": 4},
+        "ntk": {"n_points": 8, "n_test_points": 10, "top_k": 3, "ridge": 1e-6,
+                "chunk_size": 4},
+    }
+    measured = measure_shard(settings, "s" * 12, runs, stores, results, torch.device("cpu"),
+                             8, lambda *a: None)
+    for i, run in enumerate(runs):
+        model = load_model(results / "runs" / run.id / "model.pt").eval()
+        initial = build_model(model.spec, run.seed).eval()
+        data = integrity.open_store(stores[run.data.id])
+        x, y = torch.as_tensor(data["x_train"].values), torch.as_tensor(data["y_train"].values)
+        assert (data["y_train"].values != data["y_train_clean"].values).any()
+        x_test = torch.as_tensor(data["x_test"].values)
+        alone = {
+            "norms": norm_metrics(model, initial, x, y, 8),
+            "critical": critical_sample_metrics(model, x_test[:6], 0.25 / 255, 0.2 / 255,
+                                                0.3 / 255, 10, 3, 8),
+            "hessian": hessian_metrics(model, x[:40], y[:40], 5, 1e-4, 3, 1, 8),
+            "pac_bayes": pac_bayes_metrics(model, x, y, 0.1, 0.01, 3, 2, 2, 1e-3, 2.0, 4, 8),
+            "ntk": ntk_metrics(model, initial, x, y, x_test[:10],
+                               torch.as_tensor(data["y_test"].values[:10]), 8, 3, 1e-6, 4),
+        }
+        for metric, values in alone.items():
+            for name in values.data_vars:
+                np.testing.assert_array_equal(measured[metric][name].values[i],
+                                              values[name].values, err_msg=name)
+        sharp = sharpness_metrics(model, x, y, (1e-3, 5e-4), 5, 2, 2, 8)
+        for name in ("sharpness_full", "sharpness_subspace"):
+            for epsilon, suffix in ((1e-3, "eps0p001"), (5e-4, "eps0p0005")):
+                assert measured["sharpness"][f"{name}_{suffix}"].values[i] == \
+                    sharp[name].sel(epsilon=epsilon).item()
+        for flag in ("converged", "saturated", "deviation_at_scale"):
+            np.testing.assert_array_equal(  # NaN equals NaN here
+                measured["pac_bayes"][f"pac_bayes_alpha_{flag}"].values[i],
+                float(alone["pac_bayes"]["pac_bayes_alpha"].attrs[flag]))
+        assert measured["ntk"]["ntk_top_eigenvalue"].values[i] == \
+            alone["ntk"]["ntk_top_eigenvalues"].values[0]
+    assert measured["critical"]["point"].values.tolist() == list(range(6))
+
+
 def test_measuring_refuses_a_member_its_shard_record_does_not_vouch_for(shard_dir):
     results, stores = shard_dir
     runs = members()

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import yaml
@@ -166,6 +167,67 @@ def test_one_metric_setting_recomputes_only_that_metric(study):
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
     assert jobs["measure_ellipses"] == 2  # one job a shard
     assert not {"train", "measure_jacobian", "measure_translation"} & set(jobs)
+
+
+def test_enabling_an_indicator_measures_only_it(study):
+    """A new metric is its own rule and store: switching it on never retrains and never
+    recomputes another metric, and switching it off again finds everything up to date."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["measure"]["hessian"] = {"enabled": True, "n_points": 50, "n_iterations": 5}
+    jobs = planned_jobs(snakemake(study, config, "-n").stdout)
+    assert jobs["measure_hessian"] == 2  # one job a shard
+    assert not {"train", "measure_jacobian", "measure_translation", "measure_ellipses",
+                "measure_norms"} & set(jobs), jobs
+    assert "aggregate" in jobs
+
+
+# Every indicator on, at settings small enough for a test (the workflow's wiring is under
+# test here; each metric's numbers are tested against references in its own module's tests).
+EVERY_INDICATOR = {
+    "critical": {"enabled": True, "n_points": 20, "max_iterations": 20},
+    "hessian": {"enabled": True, "n_points": 100, "n_iterations": 20, "n_probes": 10},
+    "sharpness": {"enabled": True, "subspace_dim": 10, "max_iterations": 3},
+    "pac_bayes": {"enabled": True, "bisection_steps": 5, "n_draws": 2, "ascent_steps": 3},
+    "ntk": {"enabled": True, "n_points": 20, "n_test_points": 50, "top_k": 5},
+}
+
+
+def test_every_indicator_is_measured_scored_and_drawn(tmp_path):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["measure"].update(copy.deepcopy(EVERY_INDICATOR))
+    config["measure"]["ellipses"]["per_kind"] = 0
+    config["measure"]["transitions"]["n_points"] = 0
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ds = xr.open_zarr(tmp_path / "results/tiny/metrics.zarr")
+    indicators = {name: int(da.attrs["expected_sign"]) for name, da in ds.data_vars.items()
+                  if da.attrs.get("role") == "indicator"}
+    expected = {"jacobian_norm": 1, "margin": -1, "path_norm": 1, "frobenius_over_margin": 1,
+                "critical_sample_ratio": 1, "hessian_top_eigenvalue": 1, "hessian_trace": 1,
+                "sharpness_full_eps0p001": 1, "sharpness_subspace_eps0p0005": 1,
+                "pac_bayes_flatness": 1, "pac_bayes_mag_sharpness": 1,
+                "ntk_top_eigenvalue": 1, "ntk_effective_rank": -1,
+                "ntk_kernel_regression_test_acc": -1}
+    assert expected.items() <= indicators.items()
+    # sigma' and alpha' are 1/sqrt of the scored measures: kept, not scored twice.
+    assert "pac_bayes_sigma" in ds and "pac_bayes_sigma" not in indicators
+    assert ds["critical"].dims == ("run", "point")
+    assert np.isfinite(ds["critical"].values[:, :20]).all()
+    assert np.isnan(ds["critical"].values[:, 20:]).all()
+    np.testing.assert_allclose(ds["critical_sample_ratio"], ds["critical"][:, :20].mean("point"))
+    assert ds["ntk_top_eigenvalues"].dims == ("run", "eigen")
+    np.testing.assert_array_equal(ds["ntk_top_eigenvalue"], ds["ntk_top_eigenvalues"][:, 0])
+    for name in ("hessian_top_converged", "pac_bayes_sigma_saturated",
+                 "sharpness_full_evaluations_eps0p001"):
+        assert ds[name].dims == ("run",) and name not in indicators
+    for name in indicators:
+        assert ds[name].dims in (("run",), ("run", "point")) and "units" in ds[name].attrs
+    stats = tmp_path / "results/tiny/stats"
+    scored = set(pd.read_csv(stats / "summary.csv")["indicator"])
+    assert set(indicators) <= scored
+    assert set(indicators) <= set(pd.read_csv(stats / "networks.csv").columns)
+    figure = (tmp_path / "results/tiny/figures/indicators_vs_gap.html").read_text()
+    assert all(name in figure for name in expected)
 
 
 def test_missing_dataset_fails_clearly_and_keeps_results(study):

@@ -17,9 +17,47 @@ import xarray as xr
 from .runtable import HYPERPARAMETERS, stable_hash
 
 PER_RUN = ("train_acc", "test_acc", "gap", "steps", "status")
-# What the statistics stage correlates with the gap (marked attrs["role"] = "indicator").
-INDICATORS = ("jacobian_norm", "logit_jacobian_norm", "transitions_exact", "transitions_sampled",
-              "trajectory_jacobian_norm", "jacobian_norm_true_class", "bound_M")
+# What the statistics stage correlates with the gap (marked attrs["role"] = "indicator"),
+# each with the direction it is expected to go (attrs["expected_sign"]): +1, a larger value
+# goes with a larger gap; -1, with a smaller one. The signs of the indicators beyond Novak's
+# are those their metric modules state and argue (workflow_src/metrics/<module>.py
+# EXPECTED_SIGN; tests/test_aggregate.py keeps the two in step: this module runs in the
+# analysis environment, which has no PyTorch to import them from).
+INDICATORS: dict[str, int] = {
+    # Novak et al. 2018: more sensitive (larger norms, more transitions) -> larger gap.
+    "jacobian_norm": +1, "logit_jacobian_norm": +1, "transitions_exact": +1,
+    "transitions_sampled": +1, "trajectory_jacobian_norm": +1, "jacobian_norm_true_class": +1,
+    "bound_M": +1,
+    # Norms and margins (metrics/norms.py): capacity +1, the margin -1.
+    "n_parameters": +1, "frobenius_sum": +1, "spectral_product": +1, "path_norm": +1,
+    "distance_from_init": +1, "margin": -1, "frobenius_over_margin": +1,
+    "spectral_over_margin": +1, "path_over_margin": +1,
+    # Arpit et al. 2017: more critical samples, a more complex fit (grows with label noise).
+    "critical_sample_ratio": +1,
+    # Keskar et al. 2017 and the Hessian: sharper minimum -> larger gap.
+    "hessian_top_eigenvalue": +1, "hessian_trace": +1,
+    # Jiang et al. 2020's PAC-Bayes measures 1/sigma'^2, 1/alpha'^2 (sigma', alpha' themselves
+    # are the same ranking reversed, kept as values, not scored twice).
+    "pac_bayes_flatness": +1, "pac_bayes_mag_flatness": +1, "pac_bayes_sharpness": +1,
+    "pac_bayes_mag_sharpness": +1,
+    # The trained network's empirical NTK (metrics/ntk.py argues each sign; the _init twins
+    # are the control, not indicators).
+    "ntk_top_eigenvalue": +1, "ntk_trace": +1, "ntk_effective_rank": -1,
+    "ntk_condition_number": +1, "ntk_target_alignment": -1,
+    "ntk_kernel_regression_test_acc": -1,
+}
+# Keskar's sharpness has one variable per box size: sharpness_{full,subspace}_eps<epsilon>,
+# e.g. sharpness_full_eps0p001 (measure_shard.epsilon_name).
+SHARPNESS_PREFIXES = ("sharpness_full_eps", "sharpness_subspace_eps")
+
+
+def expected_sign(name: str) -> int | None:
+    """The expected direction of indicator ``name`` (+1 or -1); None: not an indicator."""
+    if name in INDICATORS:
+        return INDICATORS[name]
+    if name.startswith(SHARPNESS_PREFIXES):
+        return +1
+    return None
 INPUT_UNITS = "input in pixel/255 units"
 UNITS = {
     "train_acc": "fraction (training labels as trained on)", "test_acc": "fraction",
@@ -39,6 +77,33 @@ UNITS = {
     "ellipse_transitions": "count of breakpoint crossings around the ellipse",
     "ellipse_jacobian_norm_init": "as ellipse_jacobian_norm, at the network's initial weights",
     "ellipse_transitions_init": "as ellipse_transitions, at the network's initial weights",
+    "n_parameters": "count (weights and biases)",
+    "frobenius_sum": "sum over layers of ||W||_F^2 (weights only)",
+    "spectral_product": "product over layers of ||W||_2^2 (weights only)",
+    "path_norm": "l2 path norm: sum of outputs of the squared-weight linear network on ones",
+    "distance_from_init": "||w - w0||_2 over all parameters",
+    "margin": "10th percentile over training points of f_y - max_{j!=y} f_j (logits)",
+    "frobenius_over_margin": "frobenius_sum / margin^2 (NaN if margin <= 0)",
+    "spectral_over_margin": "spectral_product / margin^2 (NaN if margin <= 0)",
+    "path_over_margin": "path_norm / margin^2 (NaN if margin <= 0)",
+    "critical": "1 critical (LASS changed the class inside the box), 0 not",
+    "critical_steps": "ascent steps until the class changed (NaN if it did not)",
+    "critical_sample_ratio": "fraction of searched test points that are critical",
+    "hessian_top_eigenvalue": "largest eigenvalue of the training loss's Hessian (nats)",
+    "hessian_top_iterations": "Hessian-vector products of the power iteration",
+    "hessian_top_converged": "1 converged within tolerance, 0 not",
+    "hessian_trace": "Hutchinson estimate of the Hessian's trace (nats)",
+    "hessian_trace_stderr": "standard error of hessian_trace",
+    "pac_bayes_flatness": "1 / sigma'^2 (weight noise)",
+    "pac_bayes_mag_flatness": "1 / sigma'^2 (magnitude-aware weight noise)",
+    "pac_bayes_sharpness": "1 / alpha'^2 (worst case in a box)",
+    "pac_bayes_mag_sharpness": "1 / alpha'^2 (magnitude-aware box)",
+    "ntk_top_eigenvalue": "largest eigenvalue of the logit-traced empirical NTK",
+    "ntk_trace": "trace of the logit-traced empirical NTK",
+    "ntk_effective_rank": "trace / top eigenvalue",
+    "ntk_condition_number": "largest / smallest positive eigenvalue",
+    "ntk_target_alignment": "kernel-target alignment with the one-hot labels trained on",
+    "ntk_kernel_regression_test_acc": "fraction, kernel ridge regression with the NTK",
 }
 
 
@@ -79,9 +144,14 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[lis
     for name, unit in UNITS.items():
         if name in ds:
             ds[name].attrs["units"] = unit
-    for name in INDICATORS:
-        if name in ds:
-            ds[name].attrs["role"] = "indicator"
+    for name in ds.data_vars:
+        sign = expected_sign(name)
+        if sign is not None and ds[name].dims in (("run",), ("run", "point")):
+            ds[name].attrs.update(role="indicator", expected_sign=sign)
+        if name.startswith(SHARPNESS_PREFIXES):
+            ds[name].attrs["units"] = "Keskar phi: 100 (max loss in the box - loss) / (1 + loss)"
+        elif name.startswith("sharpness_") and "_evaluations_eps" in name:
+            ds[name].attrs["units"] = "L-BFGS-B (loss, gradient) evaluations"
     ds.attrs = _provenance(run_ids, ds, stores, code_version)
     return ds
 
@@ -99,7 +169,10 @@ def _provenance(run_ids, ds, stores, code_version) -> dict:
         "datasets": json.dumps(datasets, sort_keys=True),
         "hyperparameters": list(HYPERPARAMETERS),
         "status_values": "converged | unconverged | diverged",
-        "references": "Novak et al. 2018 (arXiv 1802.08760); Zhang et al. 2017 (arXiv 1611.03530)",
+        "references": "Novak et al. 2018 (arXiv 1802.08760); Zhang et al. 2017 (arXiv 1611.03530); "
+                      "Keskar et al. 2017 (arXiv 1609.04836); Arpit et al. 2017 (arXiv "
+                      "1706.05394); Neyshabur et al. 2017 (arXiv 1706.08947); Jiang et al. "
+                      "2020 (arXiv 1912.02178)",
     }
     if "ellipse" in ds.dims:
         attrs["anchor_angles"] = [0.0, 2 * np.pi / 3, 4 * np.pi / 3]

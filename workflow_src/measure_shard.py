@@ -67,8 +67,117 @@ def bounds(model, data, settings, job) -> xr.Dataset:
                          int(data.attrs["n_classes"]), job.chunk_size)
 
 
+def _train_points(data, n_points: int | None, device):
+    """The first n_points training inputs and the labels the network was trained on
+    (possibly corrupted: these metrics are about the training loss as the network saw it)."""
+    x = torch.as_tensor(data["x_train"].values[:n_points], device=device)
+    y = torch.as_tensor(data["y_train"].values[:n_points], device=device)
+    return x, y
+
+
+def _initial(model, job):
+    """The member's initial weights: training starts from build_model(spec, run seed)."""
+    return build_model(model.spec, job.run.seed, job.device).eval()
+
+
+def _without_attrs(ds: xr.Dataset) -> xr.Dataset:
+    """Per-network attrs would be lost when members are stacked (the first one's would be
+    kept for all): what varies per network is a variable, the rest is documented where the
+    metric is defined."""
+    out = ds.copy()
+    out.attrs = {}
+    for name in out.variables:
+        out[name].attrs = {}
+    return out
+
+
+# The indicators beyond Novak's import their module when called: a job imports only what it
+# measures (sharpness brings scipy.optimize, the NTK torch.func).
+def norms(model, data, settings, job) -> xr.Dataset:
+    from .metrics.norms import norm_metrics
+    x, y = _train_points(data, None, job.device)
+    return _without_attrs(norm_metrics(model, _initial(model, job), x, y, job.chunk_size))
+
+
+def critical(model, data, settings, job) -> xr.Dataset:
+    """Arpit et al.'s LASS; the settings are in grey levels, the network sees pixel/255."""
+    from .metrics.critical import critical_sample_metrics
+    x, _ = _test_points(data, settings["n_points"], job.device)
+    out = critical_sample_metrics(model, x, alpha=settings["alpha"] / 255.0,
+                                  beta=settings["beta"] / 255.0,
+                                  radius=settings["radius"] / 255.0,
+                                  max_iterations=settings["max_iterations"],
+                                  seed=settings["seed"], chunk_size=job.chunk_size)
+    return _without_attrs(out).assign_coords(point=np.arange(x.shape[0]))
+
+
+def hessian(model, data, settings, job) -> xr.Dataset:
+    from .metrics.hessian import hessian_metrics
+    x, y = _train_points(data, settings["n_points"], job.device)
+    return _without_attrs(hessian_metrics(
+        model, x, y, n_iterations=settings["n_iterations"], tolerance=settings["tolerance"],
+        n_probes=settings["n_probes"], seed=settings["seed"], chunk_size=job.chunk_size))
+
+
+def epsilon_name(epsilon: float) -> str:
+    """The suffix naming one box size as an identifier (the statistics' formulas need
+    one): 0.001 -> 'eps0p001', 0.0005 -> 'eps0p0005', 1e-05 -> 'eps1em05'."""
+    return "eps" + f"{epsilon:g}".replace(".", "p").replace("-", "m").replace("+", "")
+
+
+def sharpness(model, data, settings, job) -> xr.Dataset:
+    """One scalar variable per box size (sharpness_full_eps1e-03, ...), so that each is an
+    indicator of its own in the network table."""
+    from .metrics.sharpness import sharpness_metrics
+    x, y = _train_points(data, None, job.device)
+    out = sharpness_metrics(model, x, y, epsilons=tuple(settings["epsilons"]),
+                            subspace_dim=settings["subspace_dim"],
+                            max_iterations=settings["max_iterations"], seed=settings["seed"],
+                            chunk_size=job.chunk_size)
+    flat = {}
+    for name, da in out.data_vars.items():
+        if "epsilon" not in da.dims:
+            flat[name] = da
+            continue
+        for epsilon in da["epsilon"].values:
+            flat[f"{name}_{epsilon_name(float(epsilon))}"] = da.sel(epsilon=epsilon, drop=True)
+    return _without_attrs(xr.Dataset(flat))
+
+
+# Per-search results that pac_bayes_metrics keeps as attrs of its variables.
+PAC_BAYES_FLAGS = ("converged", "saturated", "deviation_at_scale")
+
+
+def pac_bayes(model, data, settings, job) -> xr.Dataset:
+    from .metrics.pac_bayes import pac_bayes_metrics
+    x, y = _train_points(data, None, job.device)
+    options = {k: v for k, v in settings.items() if k != "seed"}
+    out = pac_bayes_metrics(model, x, y, seed=settings["seed"], chunk_size=job.chunk_size,
+                            **options)
+    flags = {f"{name}_{flag}": xr.DataArray(np.float64(out[name].attrs[flag]))
+             for name in ("pac_bayes_sigma", "pac_bayes_mag_sigma", "pac_bayes_alpha",
+                          "pac_bayes_mag_alpha")
+             for flag in PAC_BAYES_FLAGS}
+    return _without_attrs(out.assign(flags))
+
+
+def ntk(model, data, settings, job) -> xr.Dataset:
+    from .metrics.ntk import ntk_metrics
+    x, y = _train_points(data, settings["n_points"], job.device)
+    x_test, y_test = _test_points(data, settings["n_test_points"], job.device)
+    out = ntk_metrics(model, _initial(model, job), x, y, x_test, y_test,
+                      n_points=settings["n_points"], top_k=settings["top_k"],
+                      ridge=settings["ridge"], chunk_size=settings["chunk_size"])
+    # The largest eigenvalue as a scalar of its own: the indicator (the rest stay in
+    # ntk_top_eigenvalues, dim eigen).
+    out["ntk_top_eigenvalue"] = out["ntk_top_eigenvalues"].isel(eigen=0, drop=True)
+    out["ntk_top_eigenvalue_init"] = out["ntk_top_eigenvalues_init"].isel(eigen=0, drop=True)
+    return _without_attrs(out)
+
+
 METRICS = {"jacobian": jacobian, "translation": translation, "ellipses": ellipses,
-           "bounds": bounds}
+           "bounds": bounds, "norms": norms, "critical": critical, "hessian": hessian,
+           "sharpness": sharpness, "pac_bayes": pac_bayes, "ntk": ntk}
 
 
 class MemberJob:

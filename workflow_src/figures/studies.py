@@ -71,6 +71,9 @@ def indicator_titles(ds: xr.Dataset) -> dict[str, list[str]]:
     titles = {}
     for name in point_indicators(ds) + network_indicators(ds):
         what = f"mean test {name}" if name in point_indicators(ds) else f"{name} (per network)"
+        sign = ds[name].attrs.get("expected_sign")
+        if sign is not None:  # the direction the indicator is expected to go with the gap
+            what += "; expected: larger gap" if sign > 0 else "; expected: smaller gap"
         titles[name] = [what, f"[{ds[name].attrs.get('units', 'units in metrics.zarr')}]"]
     return titles
 
@@ -260,3 +263,51 @@ def _indicator_panel(networks: pd.DataFrame, name: str, x_title: list[str], log:
 def _message(text: str) -> alt.Chart:
     """A chart that only says why there is nothing to draw."""
     return alt.Chart(pd.DataFrame({"text": [text]})).mark_text(size=14).encode(text="text:N")
+
+
+def double_descent_table(networks: pd.DataFrame, n_train: int) -> pd.DataFrame:
+    """One row per network and error kind (train / test): n_parameters, error, and the
+    interpolation threshold n_train x classes of its dataset (Belkin et al. 2019)."""
+    frame = networks.assign(train_error=1.0 - networks["train_acc"],
+                            test_error=1.0 - networks["test_acc"],
+                            threshold=n_train * networks["dataset"].map(CLASSES))
+    keep = ["run_id", "dataset", "label_noise", "depth", "width", "n_parameters", "status",
+            "threshold"]
+    long = frame.melt(id_vars=keep, value_vars=["train_error", "test_error"], var_name="error",
+                      value_name="value")
+    long["error"] = long["error"].str.replace("_error", "")
+    return long.sort_values(["dataset", "label_noise", "depth", "error", "n_parameters"])
+
+
+def double_descent_chart(networks: pd.DataFrame, n_train: int, width: int, height: int):
+    """Model-wise double descent (Belkin et al. 2019 Fig. 2; Nakkiran et al. 2019 Fig. 1):
+    training and test error (test: clean labels) against the number of parameters, one
+    line per (label noise, depth), one panel per dataset; the dashed rule marks the
+    interpolation threshold n_train x classes. Every network is drawn, fitted or not (the
+    triangle marks those that missed the training target)."""
+    if "n_parameters" not in networks:
+        return _message("n_parameters is not in metrics.zarr: enable measure.norms")
+    table = double_descent_table(networks, n_train)
+    table["line"] = ("noise " + table["label_noise"].astype(str) + ", depth "
+                     + table["depth"].astype(str) + ", " + table["error"])
+    base = alt.Chart(table)
+    lines = base.mark_line(point=False).encode(
+        x=alt.X("n_parameters:Q", title="parameters (count, log scale)",
+                scale=alt.Scale(type="log")),
+        y=alt.Y("value:Q", title="error (fraction; test: clean labels)"),
+        color=alt.Color("line:N", title="label noise, depth, error"),
+        strokeDash=alt.StrokeDash("error:N", title="error",
+                                  scale=alt.Scale(domain=["test", "train"],
+                                                  range=[[1, 0], [4, 3]])))
+    points = base.mark_point(size=60, filled=True).encode(
+        x="n_parameters:Q", y="value:Q", color="line:N",
+        shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
+        tooltip=tooltips(table, ["run_id", "width", "depth", "n_parameters", "error", "value",
+                                 "status"]))
+    # One threshold per dataset: every row of a panel carries the same value.
+    rule = base.mark_rule(strokeDash=[6, 4], color="gray").encode(x="mean(threshold):Q")
+    label = base.mark_text(align="left", dx=4, color="gray").encode(
+        x="mean(threshold):Q", y=alt.value(10), text=alt.value("n_train x classes"))
+    layered = alt.layer(lines, points, rule, label).properties(width=width, height=height)
+    return layered.facet(column=alt.Column("dataset:N", title=None)).properties(
+        title="Model-wise double descent: error against parameters (Belkin et al. 2019)")
