@@ -1,6 +1,8 @@
 # Stage 7b: the figures of the study presets (studies/*.yaml), drawn for every study since
 # they are cheap: Zhang et al.'s Figure 1 from the learning curves, Novak et al.'s factor
 # and correlation figures from the statistics. Figure names do not depend on the data.
+from workflow_src.config import ConfigError
+
 FIGURE_CODE = ("figures/common", "figures/theme", "figures/studies", "stats/tables")
 
 
@@ -81,3 +83,35 @@ TARGETS.append(rules.collect_curves.output.curves)
 TARGETS.extend(rules.plot_training.output)
 TARGETS.extend(rules.plot_factors.output)
 TARGETS.extend(rules.plot_indicators_vs_gap.output)
+
+
+# Model-wise double descent (studies/double_descent.yaml): on when plots.double_descent is.
+if config["plots"]["double_descent"] and not ENABLED["norms"]:
+    raise ConfigError("config key plots.double_descent: the figure's x axis is each network's "
+                     "n_parameters, which measure.norms measures; set measure.norms.enabled: "
+                     "true (it costs ~0.1 s a network)")
+
+
+rule plot_double_descent:
+    output:
+        **figure_outputs("double_descent", category="Double descent"),
+        table=report(f"{STUDY_DIR}/stats/double_descent.csv",
+                     caption="../report/captions/double_descent_table.rst",
+                     category="Double descent"),
+    input:
+        networks=rules.correlate.output.networks,
+        code=package_files(*FIGURE_CODE),
+    params:
+        n_train=config["data"]["n_train"],
+        size={key: config["plots"][key] for key in ("width", "height")},
+        figures=figure_dir,
+    log:
+        f"{STUDY_DIR}/logs/plot_double_descent.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/plot_double_descent.py"
+
+
+if config["plots"]["double_descent"]:
+    TARGETS.extend(rules.plot_double_descent.output)
