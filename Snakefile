@@ -26,6 +26,7 @@ include: "rules/aggregate.smk"
 include: "rules/stats.smk"
 include: "rules/plots.smk"
 include: "rules/studies.smk"
+include: "rules/keskar.smk"
 include: "rules/verify.smk"
 
 
