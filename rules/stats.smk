@@ -79,7 +79,9 @@ rule summarize:
     input:
         correlations=rules.correlate.output.correlations,
         granulated=rules.granulate.output.granulated,
-        code=package_files("stats/summary", "stats/granulated"),
+        metrics=rules.aggregate.output.metrics,
+        code=package_files("stats/summary", "stats/granulated", "stats/scoring", "stats/tables",
+                           "integrity"),
     log:
         f"{STATS}/logs/summarize.log",
     conda:

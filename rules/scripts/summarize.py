@@ -1,4 +1,5 @@
-"""Adapter for rule summarize: indicators ranked by |Ψ| and |τ| (Jiang et al. 2020)."""
+"""Adapter for rule summarize: indicators ranked by |Ψ| and |τ| (Jiang et al. 2020), with
+each one's expected sign, Jiang's CMI score and Dziugaite et al.'s robust sign-error."""
 import sys
 from pathlib import Path
 
@@ -7,10 +8,17 @@ import pandas as pd  # noqa: E402
 
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.integrity import open_store  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     correlations = pd.read_csv(snakemake.input.correlations)  # noqa: F821
     granulated = pd.read_csv(snakemake.input.granulated)  # noqa: F821
-    table = stats.summary(correlations, granulated)
+    ds = open_store(snakemake.input.metrics)  # noqa: F821
+    converged = stats.converged(stats.network_table(ds))
+    indicators = stats.indicator_names(ds)
+    signs = stats.expected_signs(ds, indicators)  # +1 where a variable states none
+    log(f"{len(converged)} converged networks; expected signs: {signs}")
+    scores = stats.scores(converged, indicators, signs, "gap")
+    table = stats.summary(correlations, granulated, signs, scores)
     table.to_csv(snakemake.output.summary, index=False)  # noqa: F821
     log(table.to_string())

@@ -10,7 +10,11 @@ returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV 
 - ``regression``: gap on log(indicator) with a dataset fixed effect (Novak et al. 2018);
 - ``paired``: matched-pairs Wilcoxon tests of one hyperparameter, multiple-testing control;
 - ``per_point``: does the indicator flag misclassified test points (Novak et al. 2018);
-- ``summary``: indicators ranked by |Ψ| and |τ|;
+- ``scoring``: Jiang et al.'s conditional mutual information score K
+  (``conditional_mi_score``) and Dziugaite et al.'s robust sign-error (``robust_sign_error``);
+- ``summary``: indicators ranked by |Ψ| and |τ|, with each indicator's expected sign, whether
+  τ has it, and K and the robust sign-error of the oriented indicator (``scores``,
+  ``expected_signs``);
 - ``ellipse_order``: do ellipse metrics order by kind of anchors as Novak et al. report.
 """
 
@@ -21,14 +25,17 @@ from .paired import (correct_multiple, factor_comparisons, factor_tests, matched
                      paired_factor_tests)
 from .per_point import per_point_misclassification
 from .regression import ols_gap_on_log_indicator
-from .summary import summary
+from .scoring import conditional_mi_score, robust_sign_error
+from .summary import expected_signs, scores, summary
 from .tables import converged, converged_runs, indicator_names, network_table
 
 __all__ = [
+    "conditional_mi_score",
     "converged",
     "converged_runs",
     "correct_multiple",
     "correlations",
+    "expected_signs",
     "factor_comparisons",
     "factor_tests",
     "granulated_kendall",
@@ -39,5 +46,7 @@ __all__ = [
     "ols_gap_on_log_indicator",
     "paired_factor_tests",
     "per_point_misclassification",
+    "robust_sign_error",
+    "scores",
     "summary",
 ]

@@ -51,6 +51,10 @@ SUBSET_COLUMNS = ["subset", "value", "mutual_information", "conditional_entropy"
 ENVIRONMENT_COLUMNS = ["varied", "value_a", "value_b", "context", "n_a", "n_b", "n_pairs",
                        "n_pairs_tied_target", "weight_sum", "ess", "sign_error", "note"]
 _BLOCK = 1 << 21  # pair-matrix elements handled at once, to bound memory on large tables
+# Largest (configuration pair, V_μ, V_g) count array worth building (int64 cells, 128 MiB).
+_CONFIG_CELLS = 1 << 24
+# Most ordered pairs whose indices and (V_μ, V_g) cells are kept for every S (~72 MiB).
+_PAIRS_KEPT = 1 << 22
 
 
 def conditional_mi_score(
@@ -115,7 +119,8 @@ def conditional_mi_score(
     n_untied = _count_untied_pairs(y)
     result.update(n_pairs=n_untied, n_pairs_tied_target=len(y) * (len(y) - 1) - n_untied)
     subsets = list(itertools.combinations(keys, k))
-    rows = [_subset_row(used, x, y, subset) for subset in subsets]
+    pair_counts = _pair_counter(used, x, y, keys)
+    rows = [_subset_row(used, pair_counts, subset) for subset in subsets]
     per_subset = pd.DataFrame(rows, columns=SUBSET_COLUMNS)
     result["per_subset"] = per_subset
     defined = per_subset["value"].notna()
@@ -209,6 +214,7 @@ def _prepare(table: pd.DataFrame, indicator: str, target: str,
     values = table[[indicator, target]].to_numpy(dtype=float)
     finite = np.isfinite(values).all(axis=1)
     used = table.loc[finite].reset_index(drop=True)
+    used.attrs = {}  # read above; pandas would deep-copy them into every group and slice
     constant = [key for key in keys if used[key].nunique(dropna=False) < 2]
     return used, [key for key in keys if key not in constant], constant, int((~finite).sum())
 
@@ -225,12 +231,60 @@ def _count_untied_pairs(y: np.ndarray) -> int:
     return int(sum(np.count_nonzero(y[rows, None] != y[None, :]) for rows in _blocks(len(y))))
 
 
-def _subset_row(used: pd.DataFrame, x: np.ndarray, y: np.ndarray, subset: tuple) -> dict:
-    """Ĩ_S and its parts for one conditioning set S."""
+def _group_codes(used: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """0, 1, … per distinct value of ``columns`` (sorted), one per network; all 0 if none."""
+    if not columns:
+        return np.zeros(len(used), dtype=np.int64)
+    return used.groupby(list(columns), dropna=False, sort=True).ngroup().to_numpy(dtype=np.int64)
+
+
+def _pair_counter(used: pd.DataFrame, x: np.ndarray, y: np.ndarray, keys: list[str]):
+    """A function (codes, n_codes) -> exactly ``_pair_counts(x, y, codes, n_codes)`` for
+    codes that are functions of the networks' values on ``keys`` (every S ⊆ keys).
+
+    Speed only, the counts are the same integers whichever way: where networks repeat
+    configurations (seeds), the pairs are counted once per (configuration of i,
+    configuration of j, V_μ, V_g) and each S's counts are sums of those, so one pass over
+    the n² pairs serves every S. Where that array would have more cells than there are
+    pairs (few repeats) or than ``_CONFIG_CELLS``, each S counts the pairs, from their
+    untied pairs and cells computed once (up to ``_PAIRS_KEPT`` pairs), or afresh in blocks.
+    """
+    n = len(used)
+    config = _group_codes(used, keys)
+    n_config = int(config.max()) + 1 if n else 0
+    cells = n_config * n_config * 6
+    if cells > min(n * n, _CONFIG_CELLS):
+        if n * n > _PAIRS_KEPT:
+            return lambda codes, n_codes: _pair_counts(x, y, codes, n_codes)
+        first, second = np.nonzero(y[:, None] != y[None, :])  # ordered pairs, untied target
+        cell = ((np.sign(x[first] - x[second]).astype(np.int64) + 1) * 2
+                + (y[first] > y[second]))  # as in _pair_counts: (V_μ + 1) · 2 + [V_g > 0]
+
+        def counts_of_pairs(codes: np.ndarray, n_codes: int) -> np.ndarray:
+            index = (codes[first] * n_codes + codes[second]) * 6 + cell
+            return np.bincount(index, minlength=n_codes * n_codes * 6).reshape(-1, 3, 2)
+
+        return counts_of_pairs
+    per_config = _pair_counts(x, y, config, n_config).reshape(n_config, n_config, 6)
+
+    def counts(codes: np.ndarray, n_codes: int) -> np.ndarray:
+        of_config = np.empty(n_config, dtype=np.int64)
+        of_config[config] = codes  # a configuration fixes its values on S, hence its code
+        order = np.argsort(of_config, kind="stable")
+        # Every code 0 … n_codes − 1 belongs to some network, so no segment is empty.
+        starts = np.flatnonzero(np.r_[True, np.diff(of_config[order]) != 0])
+        by_row = np.add.reduceat(per_config[order], starts, axis=0)
+        by_both = np.add.reduceat(by_row[:, order], starts, axis=1)
+        return by_both.reshape(n_codes * n_codes, 3, 2)
+
+    return counts
+
+
+def _subset_row(used: pd.DataFrame, pair_counts, subset: tuple) -> dict:
+    """Ĩ_S and its parts for one conditioning set S; ``pair_counts`` as ``_pair_counter``."""
     row = {"subset": ",".join(subset)}
-    codes = (used.groupby(list(subset), dropna=False, sort=True).ngroup().to_numpy()
-             if subset else np.zeros(len(used), dtype=np.int64))
-    counts = _pair_counts(x, y, codes, int(codes.max()) + 1)
+    codes = _group_codes(used, subset)
+    counts = pair_counts(codes, int(codes.max()) + 1)
     n_pairs = int(counts.sum())
     occupied = counts.sum(axis=(1, 2)) > 0
     row.update(n_pairs=n_pairs, n_groups=int(occupied.sum()))

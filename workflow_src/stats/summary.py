@@ -4,21 +4,106 @@ Their headline is the granulated coefficient Ψ, with the plain Kendall τ besid
 measure that scores a high τ but a low Ψ only tracks whichever hyperparameter moves the
 gap most. Ranks are by absolute value: a measure that decreases with the gap predicts it
 as well as one that increases.
+
+Every indicator states the sign it is expected to have (the aggregate step writes
+``attrs["expected_sign"]``: +1 when a larger value should go with a larger gap, −1 for
+e.g. a margin; a variable without it counts as +1). Beside τ and Ψ the table says whether
+τ has that sign, and carries two pairwise scores (``scoring``): Jiang et al.'s conditional
+mutual information K, which is blind to direction, and Dziugaite et al.'s robust
+sign-error, computed on the oriented indicator expected_sign · μ so that 0 means "every
+coupled pair ordered as expected" for indicators of either sign.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
+import numpy as np
 import pandas as pd
 
 from .granulated import ALL_AXES
+from .scoring import conditional_mi_score, robust_sign_error
+
+SCORE_COLUMNS = ["indicator", "target", "cmi", "cmi_conditioning", "robust_sign_error",
+                 "sign_error_mean", "n_environments", "score_note"]
+NEW_COLUMNS = ["expected_sign", "direction"] + SCORE_COLUMNS[2:]
 
 
-def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame) -> pd.DataFrame:
+def _sign(value, name: str) -> int:
+    """+1 or −1 from an attribute value (a NumPy scalar read back from Zarr is fine)."""
+    try:
+        sign = float(value)
+    except (TypeError, ValueError):
+        sign = np.nan
+    if sign not in (1.0, -1.0):
+        raise ValueError(f"expected_sign of {name!r} must be +1 or -1, got {value!r}")
+    return int(sign)
+
+
+def expected_signs(ds, indicators: Iterable[str] | None = None) -> dict[str, int]:
+    """Indicator name -> its ``attrs["expected_sign"]`` (+1 or −1), +1 where the variable has
+    no such attribute (stores written before the aggregate step recorded it). Default
+    indicators: every one ``tables.indicator_names`` finds."""
+    from .tables import indicator_names
+
+    names = indicator_names(ds) if indicators is None else list(indicators)
+    return {name: _sign(ds[name].attrs.get("expected_sign", 1), name) for name in names}
+
+
+def scores(table: pd.DataFrame, indicators: Iterable[str],
+           expected_signs: Mapping[str, int] | None = None, target: str = "gap",
+           k: int = 2) -> pd.DataFrame:
+    """One row per indicator: the pairwise scores of ``scoring`` on ``table`` (the converged
+    network table, with ``attrs["hyperparameters"]``).
+
+    Columns: indicator, target; ``cmi``: K = min over the k-subsets S of the hyperparameters
+    that vary (seed excluded) of Ĩ_S, NaN when undefined; ``cmi_conditioning``: that S
+    joined by "+" ("" when NaN); ``robust_sign_error`` (the worst environment's error) and
+    ``sign_error_mean`` (its mean over the environments), both of expected_sign · μ, and
+    ``n_environments``; ``score_note``: the scoring functions' notes, each prefixed by the
+    score's name and joined by "; ", for the scores that are undefined ("" otherwise).
+    An indicator missing from ``expected_signs`` counts as +1.
+    """
+    signs = dict(expected_signs or {})
+    rows = []
+    for name in indicators:
+        sign = _sign(signs.get(name, 1), name)
+        cmi = conditional_mi_score(table, name, target, k=k)
+        oriented = table[[name, target, *table.attrs.get("hyperparameters", [])]].copy()
+        oriented.attrs = dict(table.attrs)
+        oriented[name] = sign * oriented[name].astype(float)
+        rse = robust_sign_error(oriented, name, target)
+        notes = [f"{label}: {result['note']}" for label, value, result in
+                 (("cmi", cmi["score"], cmi), ("robust_sign_error", rse["max"], rse))
+                 if np.isnan(value) and result["note"]]
+        rows.append({
+            "indicator": name, "target": target, "cmi": cmi["score"],
+            "cmi_conditioning": "+".join(cmi["argmin"]) if cmi["argmin"] else "",
+            "robust_sign_error": rse["max"], "sign_error_mean": rse["mean"],
+            "n_environments": rse["n_environments"], "score_note": "; ".join(notes),
+        })
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def _direction(tau: float, sign: int) -> str:
+    if not np.isfinite(tau) or tau == 0:
+        return ""
+    return "as expected" if np.sign(tau) == sign else "reversed"
+
+
+def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame,
+            expected_signs: Mapping[str, int] | None = None,
+            scores_df: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (indicator, target), sorted by |Ψ| then |τ|, largest first.
 
     Columns: indicator, target, rank_psi, rank_tau, psi, n_groups, one ``psi_<axis>``
     per axis, kendall_tau, kendall_tau_ci_low, kendall_tau_ci_high, kendall_p, n,
-    confidence. An indicator missing from one input has NaN in that input's columns.
+    confidence; then expected_sign (+1 where ``expected_signs`` has no entry), direction
+    ("as expected" when sign(τ) is the expected sign, "reversed" when it is the opposite,
+    "" when τ is NaN or 0), and the columns of ``scores`` (cmi, cmi_conditioning,
+    robust_sign_error, sign_error_mean, n_environments, score_note), NaN / "" where
+    ``scores_df`` has no row. An indicator missing from one input has NaN in that input's
+    columns.
     """
     keys = ["indicator", "target"]
     tau = correlations_df[correlations_df["statistic"] == "kendall_tau"]
@@ -38,4 +123,19 @@ def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame) -> pd.Da
     leading = keys + ["rank_psi", "rank_tau", "psi", "n_groups"] + list(per_axis.columns)
     trailing = ["kendall_tau", "kendall_tau_ci_low", "kendall_tau_ci_high", "kendall_p", "n",
                 "confidence"]
-    return table[leading + trailing].reset_index(drop=True)
+    table = table[leading + trailing].reset_index(drop=True)
+
+    signs = dict(expected_signs or {})
+    table["expected_sign"] = [_sign(signs.get(name, 1), name) for name in table["indicator"]]
+    table["direction"] = [_direction(float(t), s) for t, s in
+                          zip(table["kendall_tau"], table["expected_sign"])]
+    if scores_df is None:
+        scores_df = pd.DataFrame(columns=SCORE_COLUMNS)
+    on = [key for key in keys if key in scores_df.columns]
+    table = table.merge(scores_df[on + SCORE_COLUMNS[2:]], on=on, how="left")
+    for column in ("cmi_conditioning", "score_note"):
+        table[column] = table[column].fillna("").astype(str)
+    for column in ("cmi", "robust_sign_error", "sign_error_mean"):
+        table[column] = table[column].astype(float)
+    table["n_environments"] = table["n_environments"].astype("Int64")  # <NA> without scores
+    return table[leading + trailing + NEW_COLUMNS]
