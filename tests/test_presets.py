@@ -209,3 +209,46 @@ def test_theme_is_registered_and_enabled_by_use_theme():
     config = alt.theme.get()()["config"]
     assert config["range"]["category"] == OKABE_ITO
     assert config["axis"]["labelFontSize"] >= 11
+
+
+def _small(small_runs, name):
+    if not runnable(name):
+        pytest.skip(f"{name}'s small variant needs Fashion-MNIST at {FASHION.parent}")
+    return small_runs / "results" / f"{name}-small"
+
+
+def test_keskar_small_variant_draws_the_1d_plot_of_its_twins(small_runs):
+    study = _small(small_runs, "keskar_batch")
+    table = pd.read_csv(study / "stats" / "keskar_interpolation.csv")
+    assert table.groupby(["small_run", "large_run"]).size().tolist() == [7, 7]  # 2 seeds
+    assert set(table["batch_small"]) == {10} and set(table["batch_large"]) == {100}
+    assert (study / "figures" / "keskar_1d.png").read_bytes()[:4] == b"\x89PNG"
+    summary = pd.read_csv(study / "stats" / "summary.csv")
+    assert {"sharpness_full_eps0p001", "hessian_top_eigenvalue"} <= set(summary["indicator"])
+    paired = pd.read_csv(study / "stats" / "paired.csv")
+    assert "batch_size" in set(paired["factor"])
+
+
+def test_arpit_small_variant_scores_the_critical_sample_ratio_and_norms(small_runs):
+    networks = pd.read_csv(_small(small_runs, "arpit_memorization") / "stats" / "networks.csv")
+    assert networks["critical_sample_ratio"].between(0, 1).all()
+    assert sorted(networks["label_noise"]) == [0.0, 0.5, 1.0]
+    assert {"path_norm", "spectral_product", "margin"} <= set(networks.columns)
+
+
+def test_double_descent_small_variant_marks_the_threshold(small_runs):
+    study = _small(small_runs, "double_descent")
+    table = pd.read_csv(study / "stats" / "double_descent.csv")
+    assert sorted(table["width"].unique()) == [2, 8, 16, 32, 64]
+    assert set(table["threshold"]) == {200 * 10}
+    assert set(table["error"]) == {"train", "test"}
+    assert (study / "figures" / "double_descent.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_jiang_small_variant_ranks_every_indicator(small_runs):
+    summary = pd.read_csv(_small(small_runs, "jiang_measures") / "stats" / "summary.csv")
+    expected = {"jacobian_norm", "path_norm", "margin", "critical_sample_ratio",
+                "hessian_top_eigenvalue", "sharpness_subspace_eps0p0005",
+                "pac_bayes_mag_flatness", "ntk_top_eigenvalue", "transitions_exact"}
+    assert expected <= set(summary["indicator"])
+    assert {"expected_sign", "cmi", "robust_sign_error"} <= set(summary.columns)
