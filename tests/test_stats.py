@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -519,3 +520,51 @@ def test_kind_ordering_counts_a_tie_as_tied_not_in_order():
     assert row["fraction_in_order"] == pytest.approx(1 / 3)
     # The tie is a zero difference, dropped by the signed-rank test.
     assert row["p_value"] == pytest.approx(stats.wilcoxon([-2.0, 3.0], alternative="less").pvalue)
+
+
+@pytest.mark.parametrize("n", [3, 5, 12, 40])
+def test_vectorized_resample_statistics_equal_scipy_row_by_row(n):
+    """The bootstrap computes τ-b, ρ and r for all resamples at once; each must be scipy's
+    value for that resample, ties and constant resamples (NaN) included."""
+    from scipy import stats as sps
+
+    from workflow_src.stats import correlation as C
+
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 4, size=(300, n)).astype(float)  # many ties
+    y = rng.normal(size=(300, n))
+    y[:, : n // 2] = np.round(y[:, : n // 2])
+    x[0] = 1.0  # a constant row
+    for name, rows, func in (("kendall_tau", C._kendall_rows, sps.kendalltau),
+                             ("spearman_rho", C._spearman_rows, sps.spearmanr),
+                             ("pearson_r", C._pearson_rows, sps.pearsonr)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.array([func(a, b).statistic for a, b in zip(x, y)])
+        np.testing.assert_allclose(rows(x, y), expected, rtol=0, atol=1e-12, err_msg=name)
+        assert np.isnan(rows(x, y)[0]) and np.isnan(expected[0])
+
+
+def test_bootstrap_intervals_equal_the_one_call_per_resample_bootstrap(monkeypatch):
+    from scipy import stats as sps
+
+    from workflow_src.stats import correlation as C
+
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({"ind": rng.normal(size=15), "gap": rng.normal(size=15)})
+    table.loc[:4, "gap"] = 0.25  # ties in the gap
+    fast = correlations(table, ["ind"], n_boot=300, seed=5).set_index("statistic")
+    for name, func in C.STATISTICS.items():
+        slow = sps.bootstrap((table["ind"].to_numpy(), table["gap"].to_numpy()),
+                             lambda a, b: func(a, b).statistic, n_resamples=300, paired=True,
+                             vectorized=False, confidence_level=0.95, method="percentile",
+                             rng=np.random.default_rng(5))
+        np.testing.assert_allclose(fast.loc[name, ["ci_low", "ci_high"]].to_numpy(float),
+                                   [slow.confidence_interval.low, slow.confidence_interval.high],
+                                   rtol=0, atol=1e-12, err_msg=name)
+    # Above PAIRWISE_MAX_N the per-resample scipy route gives the same numbers.
+    monkeypatch.setattr(C, "PAIRWISE_MAX_N", 2)
+    routed = correlations(table, ["ind"], n_boot=300, seed=5).set_index("statistic")
+    np.testing.assert_allclose(routed.loc["kendall_tau", ["ci_low", "ci_high"]].to_numpy(float),
+                               fast.loc["kendall_tau", ["ci_low", "ci_high"]].to_numpy(float),
+                               rtol=0, atol=1e-12)
