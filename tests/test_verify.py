@@ -19,7 +19,8 @@ from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 pytestmark = pytest.mark.workflow
 
 STATS = "results/tiny/stats/correlations.csv"
-PER_SHARD_RULES = ("train", "measure_jacobian", "measure_translation", "measure_ellipses")
+PER_SHARD_RULES = ("train", "measure_jacobian", "measure_translation", "measure_ellipses",
+                   "measure_norms")
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +118,11 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     shutil.rmtree(gone)
     # Removed: what each damaged output's rule writes (A's jacobian takes A's intact bounds
     # with it) and, for the damaged member, its files, B's record and all of B's stores.
-    # Kept: A's record, members and ellipses store; B's intact member.
+    # Kept: A's record, members, ellipses and norms stores; B's intact member.
     removed = {str(store(workdir, shard_a, m).relative_to(workdir))
                for m in ("jacobian", "bounds", "translation")}
     removed |= {str(store(workdir, shard_b, m).relative_to(workdir))
-                for m in ("jacobian", "translation", "ellipses")}
+                for m in ("jacobian", "translation", "ellipses", "norms")}
     removed |= {f"results/shards/{shard_b}/train.json",
                 *(f"results/runs/{damaged_run}/{name}"
                   for name in ("model.pt", "curve.csv", "train.json"))}
@@ -130,13 +131,15 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     report = verify.stdout
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # Expected outputs: 3 datasets (1 raw + 2 corrupted) + per shard its record, its 2
-    # members' train.json and its 4 stores = 3 + 2 * 7 = 17 (no metrics.zarr: the failed
+    # members' train.json and its 5 stores (the norms' included: on by default)
+    # = 3 + 2 * 8 = 19 (no metrics.zarr: the failed
     # forced aggregate removed it, and verify checks it only where it exists). Damaged: A's
     # jacobian (chunk) and translation (variable); B's damaged member's train.json (its
     # model.pt), bounds (gone) and ellipses (flipped byte) = 5. OK: the datasets, both
     # records (B's vouches only for its members' train.json, which are intact), A's members,
-    # B's intact member, A's bounds and ellipses, B's jacobian and translation = 12.
-    assert "verify: 12 of 17 expected outputs OK" in report, report
+    # B's intact member, A's bounds and ellipses, B's jacobian and translation, both
+    # shards' norms = 14.
+    assert "verify: 14 of 19 expected outputs OK" in report, report
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in report
     for missing in variable_files:
         assert f"MISSING {missing}: missing" in report, (missing, report)
@@ -156,10 +159,12 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
         "measure_jacobian": {shard_a, shard_b},  # writes the bounds too
         "measure_translation": {shard_a, shard_b},
         "measure_ellipses": {shard_b},
+        "measure_norms": {shard_b},
     }, dry_run
     jobs = planned_jobs(dry_run)
     assert {rule: jobs.get(rule) for rule in PER_SHARD_RULES} == {
-        "train": 1, "measure_jacobian": 2, "measure_translation": 2, "measure_ellipses": 1}
+        "train": 1, "measure_jacobian": 2, "measure_translation": 2, "measure_ellipses": 1,
+        "measure_norms": 1}
     study_level = set(jobs) - set(PER_SHARD_RULES)
     assert {"aggregate", "correlate", "collect_curves", "plot_jacobian"} <= study_level
     assert all(jobs[rule] == 1 for rule in study_level), jobs
@@ -200,8 +205,8 @@ def test_damaged_metrics_store_is_refused_by_the_statistics_and_rebuilt(study):
 
     verify = snakemake(workdir, TINY_CONFIG, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    # The 17 outputs of the shard plan (previous test), all intact, and metrics.zarr.
-    assert "verify: 17 of 18 expected outputs OK" in verify.stdout, verify.stdout
+    # The 19 outputs of the shard plan (previous test), all intact, and metrics.zarr.
+    assert "verify: 19 of 20 expected outputs OK" in verify.stdout, verify.stdout
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in verify.stdout
     assert not metrics.exists()
     jobs = planned_jobs(snakemake(workdir, TINY_CONFIG, "-n").stdout)
