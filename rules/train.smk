@@ -1,6 +1,8 @@
 # Stage 3: one job per shard trains its networks (workflow_src/train_shard.py). A network's
 # files stay in results/runs/<run_id>/, so it is trained once, whichever shards and studies
-# contain it; the shard's record, written last, is what Snakemake sees.
+# contain it; the shard's record, written last, is what Snakemake sees. Checkpoints of a network
+# in training (results/runs/<run_id>/checkpoint*) are not outputs: Snakemake's removal of a
+# failed job's outputs leaves them, and the re-run resumes from them.
 
 
 rule train:
@@ -8,7 +10,9 @@ rule train:
         record=shard_record(),
     input:
         unpack(shard_data),
-        code=package_files("train", "train_shard", "ensemble", "models", "runtable"),
+        code=package_files(
+            "train", "train_shard", "ensemble", "models", "runtable", "checkpoints"
+        ),
     params:
         runs=shard_runs,
         stack=STACK,

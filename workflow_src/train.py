@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 import xarray as xr
 
+from .checkpoints import CheckpointStore
 from .models import MLP, ModelSpec, build_model
 from .runtable import RunSpec
 
@@ -162,29 +163,55 @@ def model_spec_for(run: RunSpec, data: xr.Dataset) -> ModelSpec:
     )
 
 
-def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print) -> tuple[MLP, TrainResult]:
-    """Train the network of ``run`` on ``data`` (a corrupted dataset from stage 2)."""
+def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
+          checkpoints: CheckpointStore | None = None) -> tuple[MLP, TrainResult]:
+    """Train the network of ``run`` on ``data`` (a corrupted dataset from stage 2).
+
+    checkpoints: where to save the loop's state at the steps it says are due, and to resume
+    from if it holds this network's latest one (workflow_src/checkpoints.py). A resumed run
+    gives exactly the weights, curve and result of an uninterrupted one; its ``seconds``
+    count the time of the runs that reached the checkpoint plus the resumed run's.
+    """
     x_train = torch.as_tensor(data["x_train"].values, device=device)  # (N, C, H, W)
     y_train = torch.as_tensor(data["y_train"].values, device=device)  # (N,)
     x_test = torch.as_tensor(data["x_test"].values, device=device)
     y_test = torch.as_tensor(data["y_test"].values, device=device)
-    model = build_model(model_spec_for(run, data), seed=run.seed, device=device)
-    model = model.to(x_train.dtype)  # a no-op for stage 2's float32 data
-    optimizer = make_optimizer(run.optimizer, model.parameters(), run.learning_rate)
-    generator = batch_generator(run, device)
+    spec = model_spec_for(run, data)
+
+    def fresh():  # the initial network, its optimizer and its batch generator
+        model = build_model(spec, seed=run.seed, device=device)
+        model = model.to(x_train.dtype)  # a no-op for stage 2's float32 data
+        return (model, make_optimizer(run.optimizer, model.parameters(), run.learning_rate),
+                batch_generator(run, device))
+
+    model, optimizer, generator = fresh()
     full_batch = run.optimizer == "gd"
     n = x_train.shape[0]
     batch_size = n if full_batch else min(run.batch_size, n)
-    start, step, status = time.perf_counter(), 0, "unconverged"
 
     def checkpoint(at_step: int) -> Checkpoint:
         return _checkpoint(model, x_train, y_train, x_test, y_test, at_step, start)
 
-    # Step 0 is the initial network (its loss is about ln K), where learning curves start;
-    # the stopping rule is checked from the first evaluation after an update.
-    curve = [checkpoint(0)]
-    order, cursor = epoch_order(n, full_batch, device, generator), 0
-    while step < run.max_steps:
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        try:
+            step, status, order, cursor, curve, seconds = restore_state(
+                saved, model, optimizer, generator, n, run.max_steps, device)
+        except Exception as err:  # intact and this network's, yet it does not fit
+            checkpoints.discard(f"it does not fit this network ({type(err).__name__}: {err})")
+            model, optimizer, generator = fresh()
+            saved = None
+        else:
+            log(f"resumed from the checkpoint at step {step} ({seconds:.1f} s of training)")
+    if saved is None:
+        step, status, seconds = 0, "", 0.0
+    start = time.perf_counter() - seconds
+    if saved is None:
+        # Step 0 is the initial network (its loss is about ln K), where learning curves
+        # start; the stopping rule is checked from the first evaluation after an update.
+        curve = [checkpoint(0)]
+        order, cursor = epoch_order(n, full_batch, device, generator), 0
+    while not status and step < run.max_steps:
         if cursor + batch_size > n:  # new epoch: drop the ragged tail, reshuffle
             order, cursor = epoch_order(n, full_batch, device, generator), 0
         idx = order[cursor:cursor + batch_size]
@@ -203,11 +230,44 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print) -> tu
             point = checkpoint(step)
             curve.append(point)
             log(describe(point))
-            decided = stop_status(run, point)
-            if decided:
-                status = decided
-                break
-    return model, finish(status, step, curve, checkpoint(step))
+            status = stop_status(run, point) or ""
+        last = bool(status) or step == run.max_steps  # the network is saved right after
+        if checkpoints is not None and checkpoints.due(step) and (
+                not last or step in checkpoints.keep):
+            checkpoints.save(step, training_state(step, status, order, cursor, curve, model,
+                                                  optimizer, generator, start))
+    return model, finish(status or "unconverged", step, curve, checkpoint(step))
+
+
+def training_state(step, status, order, cursor, curve, model, optimizer, generator,
+                   start) -> dict:
+    """The loop's state after ``step``: tensors, plain containers, numbers and strings only,
+    so that it loads with ``weights_only=True``. ``status`` is "" while training goes on."""
+    return {
+        "step": step, "status": status, "cursor": cursor, "order": order.cpu(),
+        "generator": generator.get_state(),  # a CPU byte tensor, for CPU and CUDA generators
+        "model": {name: value.detach().cpu() for name, value in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "curve": [asdict(point) for point in curve],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def restore_state(state: dict, model, optimizer, generator, n: int, max_steps: int, device):
+    """Load ``state`` (from training_state) into model, optimizer and generator; returns
+    (step, status, order, cursor, curve, seconds). Raises if it does not fit."""
+    step, status, cursor = int(state["step"]), str(state["status"]), int(state["cursor"])
+    order = state["order"].to(device)
+    if not 0 < step <= max_steps or order.shape != (n,) or not 0 <= cursor <= n:
+        raise ValueError(f"step {step}, order of {tuple(order.shape)}, cursor {cursor} "
+                         f"do not fit {n} points and {max_steps} steps")
+    if status not in ("", "converged", "diverged"):
+        raise ValueError(f"status {status!r}")
+    curve = [Checkpoint(**point) for point in state["curve"]]
+    model.load_state_dict(state["model"])  # strict: every name and shape must match
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return step, status, order, cursor, curve, float(state["seconds"])
 
 
 def is_eval_step(run: RunSpec, step: int) -> bool:

@@ -15,6 +15,12 @@ what makes re-planned shards cheap: a study that grows, a shard whose record was
 A failing member (an exception, not divergence, which is a result) is logged and the others
 go on; the job fails at the end and names it, and what its shard-mates computed is kept
 for the next run.
+
+Members trained one after another save checkpoints (workflow_src/checkpoints.py) in their
+folder every ``checkpoint_every`` steps, so a job that is killed or fails resumes the member
+it was training from its last checkpoint (and reuses the members it had finished). A
+checkpoint names the network it belongs to: the run id, ``code_sha``, ``data_sha``, the
+device type and torch version. Stacked members do not checkpoint (yet).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 
 from . import integrity
 from .adapter import TRAIN_SUMMARY_KEYS, Progress, code_version
+from .checkpoints import CheckpointStore
 from .ensemble import train_stacked
 from .models import save_model
 from .runtable import RunSpec
@@ -104,12 +111,15 @@ class MemberFailed(RuntimeError):
 
 
 def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Path,
-                device: torch.device, stack: bool, log) -> dict[str, dict]:
+                device: torch.device, stack: bool, log, checkpoint_every: int = 0,
+                keep_checkpoints=()) -> dict[str, dict]:
     """Train (or reuse) every member; write the shard record; return run id -> summary.
 
     data_stores: data id -> path of its corrupted dataset (stage 2). stack: train the
     members that need it as one stacked ensemble (ensemble.train_stacked) instead of one
-    after another.
+    after another. checkpoint_every, keep_checkpoints: steps between checkpoints of a
+    member in training (0: none), and the steps whose checkpoints stay when it is finished
+    (config training.checkpoint_every, training.keep_checkpoints).
     """
     code_sha = training_code_sha()
     data_shas = {data_id: data_sha(path) for data_id, path in data_stores.items()}
@@ -124,6 +134,12 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
         summaries[run.id] = save_trained(run, model, result, run_folder(results, run.id),
                                          device, code_sha, data_shas[run.data.id])
 
+    def checkpoints_of(run):
+        identity = {"run_id": run.id, "code_sha": code_sha, "data_sha": data_shas[run.data.id],
+                    "device": device.type, "torch": str(torch.__version__)}
+        return CheckpointStore(run_folder(results, run.id), identity, checkpoint_every,
+                               keep_checkpoints, progress.prefixed(f"run {run.id}"))
+
     progress = Progress(log, len(runs), "networks")
     summaries: dict[str, dict] = {}
     todo = []
@@ -135,6 +151,7 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
             todo.append(run)
         else:
             summaries[run.id] = summary
+            checkpoints_of(run).tidy()  # left by a job killed right after sealing it
             progress.done(f"run {run.id}: reused ({summary['status']}, {summary['steps']} steps)")
     failures: dict[str, str] = {}
     if stack and len(todo) > 1:
@@ -147,13 +164,17 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
         else:
             for run, (model, result) in zip(todo, trained):
                 save(run, model, result)
+                checkpoints_of(run).clear()  # any were of a run one after another
                 progress.done(f"run {run.id}: {result.status} after {result.steps} steps")
             todo = []
     for run in todo:
         progress.start(f"run {run.id}: {run}")
         try:
-            model, result = train(run, data_of(run), device, progress.prefixed(f"run {run.id}"))
+            checkpoints = checkpoints_of(run)
+            model, result = train(run, data_of(run), device, progress.prefixed(f"run {run.id}"),
+                                  checkpoints=checkpoints)
             save(run, model, result)
+            checkpoints.finish()  # only now that the network is sealed
         except Exception:
             failures[run.id] = traceback.format_exc()
             progress.done(f"run {run.id}: FAILED\n{failures[run.id]}")

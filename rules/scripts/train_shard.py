@@ -13,4 +13,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     log(f"shard {shard}: {len(runs)} networks on {device}"
         f"{', stacked' if sm.params.stack else ', one after another'}")
     results = Path(sm.output.record).parents[2]  # results/shards/<shard>/train.json
-    train_shard(shard, runs, data_stores, results, device, sm.params.stack, log)
+    # Read from the config, not params: checkpoint settings must not re-run finished jobs.
+    training = sm.config["training"]
+    train_shard(shard, runs, data_stores, results, device, sm.params.stack, log,
+                checkpoint_every=training["checkpoint_every"],
+                keep_checkpoints=training["keep_checkpoints"])
