@@ -32,7 +32,10 @@ from workflow_src.runtable import build_run_table  # noqa: E402
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 GOALS = {"jobs": 2000, "seconds": 30.0, "peak_mb": 600.0}  # for the 10,008-network grid
 LOCAL_RULES = {"all", "verify"}  # run on the submit host, never submitted to SLURM
-SHARD_RULES = ("train", "measure_jacobian", "measure_translation", "measure_ellipses")
+
+def shard_rules(counts: dict) -> list[str]:
+    """The rules planned once per shard: train and every measure_* rule the study runs."""
+    return [rule for rule in counts if rule == "train" or rule.startswith("measure_")]
 
 # Peak resident memory of the one child it runs (RUSAGE_CHILDREN of a fresh process).
 PEAK = ("import resource, subprocess, sys; "
@@ -84,10 +87,13 @@ def report(row: dict) -> None:
     print(f"  jobs per network:  {counts['total'] / max(row['networks'], 1):.2f} "
           f"({counts.get('train', 0):,} shards of about "
           f"{row['networks'] / max(counts.get('train', 1), 1):.0f} networks)")
-    # One job per network and metric, as before shards: a train job and four measuring jobs
-    # per network, plus the same study-level jobs.
-    per_network_jobs = 5 * row["networks"] + (counts["total"] - sum(
-        counts.get(rule, 0) for rule in SHARD_RULES))
+    # One job per network and metric, as before shards: per network a train job and one job
+    # per metric (the Jacobian's job writes two stores, the bounds' once had its own), plus
+    # the same study-level jobs.
+    per_shard = shard_rules(counts)
+    jobs_per_network = len(per_shard) + ("measure_jacobian" in per_shard)
+    per_network_jobs = jobs_per_network * row["networks"] + (counts["total"] - sum(
+        counts[rule] for rule in per_shard))
     print(f"  one job per network and metric would plan {per_network_jobs:,}: "
           f"{per_network_jobs / counts['total']:.1f}x the jobs")
     print(f"  snakemake -n:      {row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB")

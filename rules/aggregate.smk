@@ -1,7 +1,5 @@
 # Stage 5: every run of the study into one labelled store, results/<study>/metrics.zarr.
-METRICS_TO_AGGREGATE = [m for m in ("jacobian", "translation", "ellipses", "bounds", "norms",
-                                    "critical", "hessian", "sharpness", "pac_bayes", "ntk")
-                        if ENABLED[m]]
+METRICS_TO_AGGREGATE = [m for m in ALL_METRICS if ENABLED[m]]
 
 
 rule aggregate:

@@ -69,9 +69,13 @@ METRIC_SETTINGS = {
     "ellipses": dict(MEASURE["ellipses"]),
     "bounds": {"n_points": N_POINTS},
 }
-# The indicators beyond Novak's (README "Indicators"): each switched by its `enabled` key,
-# which is not part of the settings (switching a metric off and on again finds its stores).
-for _metric in ("norms", "critical", "hessian", "sharpness", "pac_bayes", "ntk"):
+# The indicators beyond Novak's (README "Indicators"), one rule measure_<metric> each:
+# each switched by its `enabled` key, which is not part of the settings (switching a metric
+# off and on again finds its stores).
+INDICATOR_METRICS = ("norms", "critical", "hessian", "sharpness", "pac_bayes", "ntk")
+# Every metric store, in the order aggregate reads a shard's (the Jacobian's first).
+ALL_METRICS = ("jacobian", "translation", "ellipses", "bounds", *INDICATOR_METRICS)
+for _metric in INDICATOR_METRICS:
     METRIC_SETTINGS[_metric] = {k: v for k, v in MEASURE[_metric].items() if k != "enabled"}
 METRIC_SETTINGS["critical"]["n_points"] = min(MEASURE["critical"]["n_points"], N_POINTS)
 METRIC_SETTINGS["hessian"]["n_points"] = min(MEASURE["hessian"]["n_points"], config["data"]["n_train"])
@@ -80,8 +84,7 @@ METRIC_SETTINGS["ntk"]["n_test_points"] = min(MEASURE["ntk"]["n_test_points"], c
 ENABLED = {"jacobian": True, "bounds": True,
            "translation": METRIC_SETTINGS["translation"]["n_points"] > 0,
            "ellipses": MEASURE["ellipses"]["per_kind"] > 0,
-           **{m: MEASURE[m]["enabled"] for m in ("norms", "critical", "hessian", "sharpness",
-                                                 "pac_bayes", "ntk")}}
+           **{m: MEASURE[m]["enabled"] for m in INDICATOR_METRICS}}
 
 
 def metric_store(metric, shard="{shard}"):

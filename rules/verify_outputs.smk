@@ -5,9 +5,8 @@ from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 
 def measure_rule_of(metric):
     """The name of the rule that writes ``metric``'s store (its output named ``metric``)."""
-    return next(f"measure_{job}" for job in ("jacobian", "translation", "ellipses", "norms",
-                                                  "critical", "hessian", "sharpness", "pac_bayes",
-                                                  "ntk")
+    jobs = ("jacobian", "translation", "ellipses", *INDICATOR_METRICS)
+    return next(f"measure_{job}" for job in jobs
                 if metric in getattr(rules, f"measure_{job}").output.keys())
 
 
