@@ -69,7 +69,7 @@ METRIC_SETTINGS = {
     "ellipses": dict(MEASURE["ellipses"]),
     "bounds": {"n_points": N_POINTS},
 }
-# The indicators beyond Novak's (README "Indicators"), one rule measure_<metric> each:
+# The indicators beyond Novak's (README "Indicators"), each measured by its own rule:
 # each switched by its `enabled` key, which is not part of the settings (switching a metric
 # off and on again finds its stores).
 INDICATOR_METRICS = ("norms", "critical", "hessian", "sharpness", "pac_bayes", "ntk")
