@@ -41,6 +41,12 @@ class ModelSpec:
     depth: int  # number of hidden layers
     activation: str
     bias: bool = True
+    # The convolutional networks of workflow_src/cnns.py; "mlp" is the MLP below, for which
+    # batch_norm is always False. For "wrn", width is the widen factor k and depth the
+    # WRN depth 6n + 4; alexnet_small and inception_small have their published sizes and
+    # width = depth = 0.
+    architecture: str = "mlp"
+    batch_norm: bool = False
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -94,35 +100,47 @@ class MLP(nn.Module):
         return out
 
 
-def build_model(spec: ModelSpec, seed: int, device: torch.device | str = "cpu") -> MLP:
+def network_class(spec: ModelSpec) -> type[nn.Module]:
+    """The module class of ``spec.architecture``: the MLP here, or a CNN of cnns.py."""
+    if spec.architecture == "mlp":
+        return MLP
+    from .cnns import CNN_ARCHITECTURES  # imported only by jobs that build a CNN
+    return CNN_ARCHITECTURES[spec.architecture]
+
+
+def build_model(spec: ModelSpec, seed: int, device: torch.device | str = "cpu") -> nn.Module:
     """A freshly initialised network; the same (spec, seed) gives the same weights."""
     generator = torch.Generator().manual_seed(seed)
-    return MLP(spec, generator).to(device)
+    return network_class(spec)(spec, generator).to(device)
 
 
-def save_model(model: MLP, path) -> None:
+def is_mlp(model: nn.Module) -> bool:
+    return model.spec.architecture == "mlp"
+
+
+def save_model(model: nn.Module, path) -> None:
     """Weights and spec as plain tensors and Python values, loadable with weights_only=True."""
     spec = model.spec
+    raw = {"input_shape": list(spec.input_shape), "n_classes": spec.n_classes,
+           "width": spec.width, "depth": spec.depth, "activation": spec.activation,
+           "bias": spec.bias}
+    if spec.architecture != "mlp":  # an MLP's file stays as it always was
+        raw.update(architecture=spec.architecture, batch_norm=spec.batch_norm)
     torch.save(
-        {
-            "spec": {
-                "input_shape": list(spec.input_shape),
-                "n_classes": spec.n_classes,
-                "width": spec.width,
-                "depth": spec.depth,
-                "activation": spec.activation,
-                "bias": spec.bias,
-            },
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        },
+        {"spec": raw,
+         # buffers too (batch norm's running statistics)
+         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
         path,
     )
 
 
-def load_model(path, device: torch.device | str = "cpu") -> MLP:
+def load_model(path, device: torch.device | str = "cpu") -> nn.Module:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     raw = dict(blob["spec"])
     raw["input_shape"] = tuple(raw["input_shape"])
-    model = MLP(ModelSpec(**raw))
+    spec = ModelSpec(**raw)
+    model = network_class(spec)(spec)
     model.load_state_dict(blob["state_dict"])
-    return model.to(device)
+    # A saved network is measured, never trained on: eval mode (batch norm's running
+    # statistics) wherever it is loaded.
+    return model.to(device).eval()
