@@ -21,11 +21,15 @@ SPECIFIED_TYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
 RUNS = {
     "run_a": {"dataset": "digits", "corruption": "none", "label_noise": 0.0, "width": 16,
               "depth": 1, "activation": "relu", "bias": True, "optimizer": "sgd",
-              "learning_rate": 0.1, "batch_size": 32, "augment": False, "seed": 0},
+              "learning_rate": 0.1, "batch_size": 32, "augment": False, "seed": 0,
+              "architecture": "mlp", "batch_norm": False, "momentum": 0.0,
+              "weight_decay": 0.0, "lr_schedule": "constant"},
     "run_bb": {"dataset": "fashion_mnist", "corruption": "shuffled_pixels", "label_noise": 0.5,
                "width": 32, "depth": 2, "activation": "hard_tanh", "bias": False,
-               "optimizer": "adam", "learning_rate": 0.001, "batch_size": 64, "augment": True,
-               "seed": 1},
+               "optimizer": "momentum", "learning_rate": 0.001, "batch_size": 64,
+               "augment": "crop", "seed": 1, "architecture": "inception_small",
+               "batch_norm": True, "momentum": 0.9, "weight_decay": 5e-4,
+               "lr_schedule": "exponential"},
 }
 SUMMARIES = [
     {"train_acc": 1.0, "test_acc": 0.75, "gap": 0.25, "steps": 10, "status": "converged"},
@@ -76,6 +80,8 @@ def test_metrics_store_round_trips_strings_without_warnings(tmp_path):
 
     strings = {"run_id": list(RUNS), "status": ["converged", "unconverged"],
                "ellipse_kind": KINDS,
+               # true/false mixed with "crop": one coordinate of strings
+               "augment": ["false", "crop"],
                **{name: [RUNS[r][name] for r in RUNS]
                   for name in HYPERPARAMETERS if isinstance(RUNS["run_a"][name], str)}}
     for name, expected in strings.items():
@@ -86,7 +92,7 @@ def test_metrics_store_round_trips_strings_without_warnings(tmp_path):
             if data_type not in SPECIFIED_TYPES} == {}
     # The rest of the contract survives the encoding.
     assert back["bias"].values.tolist() == [True, False]
-    assert back["augment"].dtype == bool
+    assert back["batch_norm"].dtype == bool
     assert (back["status"] == "converged").values.tolist() == [True, False]
     assert np.isnan(back["jacobian_norm"].values[1, 3:]).all()  # run_bb has 3 points
     numbers = [name for name in ds.variables if name not in strings]

@@ -15,7 +15,7 @@ from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG, planned_shards
 
 from workflow_src.config import (ConfigError, load_schema, load_study, read_study_file,
                                  study_files, validate_config)
-from workflow_src.runtable import HYPERPARAMETERS, build_run_table
+from workflow_src.runtable import HYPERPARAMETERS, REQUIRED_AXES, build_run_table
 from workflow_src.shards import plan_shards
 
 
@@ -46,7 +46,7 @@ def test_defaults_are_filled():
 @pytest.mark.parametrize("key, value, expected", [
     ("grid__activation", ["gelu"], "grid.activation[0]"),
     ("grid__label_noise", [1.5], "grid.label_noise[0]"),
-    ("grid__optimizer", ["lbfgs"], "grid.optimizer[0]"),
+    ("grid__optimizer", ["bfgs"], "grid.optimizer[0]"),
     ("data__n_train", 3, "data.n_train"),
     ("training__device", "tpu", "training.device"),
     ("plots__color_by", "colour", "plots.color_by"),
@@ -207,7 +207,7 @@ def test_a_block_missing_an_axis_names_it():
         _validated(grid=_without(TINY_CONFIG["grid"], "dataset"))
     message = str(raised.value)
     assert "config key grid: missing axes dataset; every block lists all 12 axes: " in message
-    assert ", ".join(HYPERPARAMETERS) in message
+    assert ", ".join(REQUIRED_AXES) in message
 
 
 def test_every_block_of_a_list_names_its_missing_axes():

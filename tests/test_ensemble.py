@@ -5,9 +5,14 @@ import pytest
 import torch
 
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.ensemble import StackedOptimizer, check_stackable, train_stacked
+from workflow_src.ensemble import (
+    STACKABLE_OPTIMIZERS,
+    StackedOptimizer,
+    check_stackable,
+    train_stacked,
+)
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import OPTIMIZERS, make_optimizer, train
+from workflow_src.train import make_optimizer, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,7 +35,7 @@ def float64_data(digits, label_noise):
 
 # --- update rules ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", OPTIMIZERS)
+@pytest.mark.parametrize("kind", STACKABLE_OPTIMIZERS)
 def test_stacked_update_rule_equals_torch_optim_per_member(kind):
     """Three members with their own learning rates take six steps on the same random
     gradients as three torch.optim optimizers; member 1 leaves after step 3."""
@@ -93,7 +98,7 @@ def shard(digits, optimizer, augment):
 
 
 @pytest.mark.parametrize("augment", [False, True])
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", STACKABLE_OPTIMIZERS)
 def test_stacked_members_train_exactly_as_alone(digits, optimizer, augment):
     runs, datas = shard(digits, optimizer, augment)
     stacked = train_stacked(runs, datas, CPU, log=QUIET)

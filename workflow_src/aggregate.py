@@ -135,7 +135,8 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[lis
     ds = ds.assign_coords(
         point=np.arange(ds.sizes["point"]),
         run_id=("run", run_ids),
-        **{name: ("run", [runs[r][name] for r in run_ids]) for name in HYPERPARAMETERS},
+        **{name: ("run", _coordinate([runs[r][name] for r in run_ids]))
+           for name in HYPERPARAMETERS},
     )
     for name in PER_RUN:
         values = [s[name] for s in summaries]
@@ -154,6 +155,15 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[lis
             ds[name].attrs["units"] = "L-BFGS-B (loss, gradient) evaluations"
     ds.attrs = _provenance(run_ids, ds, stores, code_version)
     return ds
+
+
+def _coordinate(values: list) -> list:
+    """A hyperparameter's values as one coordinate: as they are when of one type, else as
+    strings (augment mixes true/false with "crop"; Zarr stores no mixed object arrays)."""
+    if len({type(value) for value in values}) > 1:
+        return [str(value).lower() if isinstance(value, bool) else str(value)
+                for value in values]
+    return values
 
 
 def _provenance(run_ids, ds, stores, code_version) -> dict:

@@ -20,6 +20,15 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 DEFAULT_STUDY_FILE = "config.yaml"
 
 
+# Imported here rather than from runtable, which imports nothing of the config.
+from .runtable import (  # noqa: E402
+    FIXED_SIZE, INPUT_SHAPES, OPTIONAL_AXES, REQUIRED_AXES, architecture_problem)
+
+EVERY_BLOCK = (f"every block lists all {len(REQUIRED_AXES)} axes: {', '.join(REQUIRED_AXES)} "
+               f"(width and depth may be left out when every architecture of the block is "
+               f"{' or '.join(FIXED_SIZE)}), and may list {', '.join(OPTIONAL_AXES)}")
+
+
 class ConfigError(ValueError):
     """A config value the workflow cannot run with."""
 
@@ -89,14 +98,13 @@ def _describe_missing_axes(error: jsonschema.ValidationError) -> str:
     key = _key_path(error)
     if not error.absolute_path:  # the top level requires only `grid`
         return ("config key grid is missing: a study names its networks in a grid block "
-                "(or a list of blocks) that lists all 12 axes; see studies/mine.yaml")
+                f"(or a list of blocks); {EVERY_BLOCK}; see studies/mine.yaml")
     index = error.absolute_path[-1]
     where = f"{key} (block {index + 1})" if isinstance(index, int) else key
-    axes = error.validator_value
-    missing = [axis for axis in axes if axis not in error.instance]
-    problem = ("the block is empty, so it has no networks" if len(missing) == len(axes)
+    missing = [axis for axis in error.validator_value if axis not in error.instance]
+    problem = ("the block is empty, so it has no networks" if not error.instance
                else f"missing axes {', '.join(missing)}")
-    return f"config key {where}: {problem}; every block lists all {len(axes)} axes: {', '.join(axes)}"
+    return f"config key {where}: {problem}; {EVERY_BLOCK}"
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -166,8 +174,53 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     return config
 
 
+def _blocks(config: dict) -> list[tuple[str, dict]]:
+    grid = config["grid"]
+    if isinstance(grid, list):
+        return [(f"grid[{i}] (block {i + 1})", block) for i, block in enumerate(grid)]
+    return [("grid", grid)]
+
+
+def _check_block(where: str, block: dict, training: dict) -> None:
+    """What a grid block's axes mean together: sizes where a network needs them, inputs an
+    architecture can take, schedules and augmentations that have what they need."""
+    for architecture in block.get("architecture", ["mlp"]):
+        for dataset in block["dataset"]:
+            shape = INPUT_SHAPES[dataset]
+            if architecture == "wrn":
+                for width, depth in zip(*_pairs(block["width"], block["depth"])):
+                    problem = architecture_problem(architecture, shape, width, depth)
+                    if problem:
+                        raise ConfigError(f"config key {where}: architecture wrn on {dataset}: "
+                                          f"{problem}")
+            elif architecture != "mlp":
+                problem = architecture_problem(architecture, shape, 0, 0)
+                if problem:
+                    raise ConfigError(f"config key {where}: architecture {architecture} on "
+                                      f"{dataset}: {problem}")
+            if "crop" in block["augment"] and (architecture == "mlp" or min(shape[1:]) <= 28):
+                raise ConfigError(
+                    f"config key {where}: augment crop takes random 28x28 crops of inputs "
+                    f"larger than 28 px for the convolutional architectures, which see "
+                    f"centre crops at test time; {architecture} on {dataset} "
+                    f"({'x'.join(map(str, shape[1:]))} px) cannot use it: use augment true "
+                    f"(translations and flips) or false")
+    if "multistep" in block.get("lr_schedule", []) and not training["lr_milestones"]:
+        raise ConfigError(
+            f"config key {where}: lr_schedule multistep needs training.lr_milestones, the "
+            f"steps after which the learning rate drops; it is empty")
+
+
+def _pairs(widths, depths):
+    """Every (width, depth) combination of a block, as two parallel lists."""
+    pairs = [(w, d) for w in widths for d in depths]
+    return [w for w, _ in pairs], [d for _, d in pairs]
+
+
 def _check_semantics(config: dict) -> None:
     data = config["data"]
+    for where, block in _blocks(config):
+        _check_block(where, block, config["training"])
     if config["measure"]["n_points"] > data["n_test"]:
         raise ConfigError(
             f"config key measure.n_points: {config['measure']['n_points']} exceeds "

@@ -27,7 +27,6 @@ from .models import ACTIVATIONS, MLP, ModelSpec, build_model
 from .runtable import RunSpec
 from .train import (
     EVAL_CHUNK,
-    OPTIMIZERS,
     Checkpoint,
     TrainResult,
     apply_augmentation,
@@ -43,7 +42,18 @@ from .train import (
 
 # Run settings all members must share for their tensors to stack.
 SHARED_SETTINGS = ("width", "depth", "activation", "bias", "optimizer", "batch_size",
-                   "augment")
+                   "augment", "architecture", "batch_norm")
+# What the stacked update rules implement: today's MLPs, optimizers and augmentation. Other
+# runs (CNNs, L-BFGS, weight decay, schedules, a momentum other than 0.9, crops) train one
+# after another, with the same numbers.
+STACKABLE_OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "gd")
+
+
+def stackable(run: RunSpec) -> bool:
+    """Whether train_stacked can train this run."""
+    return (run.architecture == "mlp" and run.optimizer in STACKABLE_OPTIMIZERS
+            and run.momentum is None and run.weight_decay == 0
+            and run.lr_schedule == "constant" and run.augment in (True, False))
 # Gathered input values per evaluation pass, over all members (2^25 floats: 128 MiB in
 # float32), so evaluating thousands of members stays within memory.
 EVAL_BUDGET = 2 ** 25
@@ -64,8 +74,8 @@ class StackedOptimizer:
     """
 
     def __init__(self, kind: str, lr: torch.Tensor):
-        if kind not in OPTIMIZERS:
-            raise ValueError(f"optimizer {kind!r} is not one of {OPTIMIZERS}")
+        if kind not in STACKABLE_OPTIMIZERS:
+            raise ValueError(f"optimizer {kind!r} is not one of {STACKABLE_OPTIMIZERS}")
         self.kind, self.lr, self.updates = kind, lr, 0
         self.state: dict[tuple[str, str], torch.Tensor] = {}  # (parameter, slot) -> (K, ...)
 
@@ -160,6 +170,11 @@ def check_stackable(runs: list[RunSpec], datas: list[xr.Dataset]) -> None:
     if not runs or len(runs) != len(datas):
         raise ValueError(f"train_stacked needs one dataset per run, got {len(runs)} runs "
                          f"and {len(datas)} datasets")
+    unstackable = [run.id for run in runs if not stackable(run)]
+    if unstackable:
+        raise ValueError(f"train_stacked trains MLPs with constant learning rates, no weight "
+                         f"decay, momentum 0.9 and translation augmentation only; train "
+                         f"{', '.join(unstackable)} one after another (train.train)")
     for name in SHARED_SETTINGS:
         values = {getattr(run, name) for run in runs}
         if len(values) > 1:

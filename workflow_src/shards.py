@@ -32,7 +32,8 @@ from .runtable import RunSpec, stable_hash
 # What members of one shard share (ensemble.SHARED_SETTINGS, plus the data's shape, which
 # follows from the dataset and the split sizes). Kept here, not imported from ensemble, so
 # that planning never imports torch; tests/test_shards.py checks the two agree.
-STACK_SETTINGS = ("width", "depth", "activation", "bias", "optimizer", "batch_size", "augment")
+STACK_SETTINGS = ("width", "depth", "activation", "bias", "optimizer", "batch_size", "augment",
+                  "architecture", "batch_norm")
 DATA_SHAPE = ("dataset", "n_train", "n_test")
 # shards.size: auto. A shard should be large enough that one process start-up (~5 s on a
 # laptop core) is small next to its members' work (~2-5 s each on a CPU; far less on a GPU,

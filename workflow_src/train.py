@@ -21,13 +21,16 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 import xarray as xr
+from torch import nn
 
 from .checkpoints import CheckpointStore
-from .models import MLP, ModelSpec, build_model
+from .models import ModelSpec, build_model
 from .runtable import RunSpec
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "gd")
+OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "gd", "lbfgs")
 MAX_SHIFT = 4  # pixels; Novak et al.'s random translations
+CROP = 28  # pixels; Zhang et al.'s crops of CIFAR-sized inputs (the CNNs centre-crop to it)
+LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps
 EVAL_CHUNK = 4096  # points per forward pass when evaluating a whole split
 
 
@@ -85,16 +88,63 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """torch.optim's optimizer of that name. ``momentum`` is used by "momentum" only;
+    ``weight_decay`` is torch's coupled L2 term (lbfgs has none: train adds it to the loss)."""
+    # Only non-default keywords are passed, so the default runs' optimizers (and their
+    # checkpointed state) are exactly those of the code before these settings existed.
+    decay = {"weight_decay": weight_decay} if weight_decay else {}
     if name in ("sgd", "gd"):  # gd is plain SGD on full batches
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, **decay)
     if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, **decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, **decay)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.RMSprop(params, lr=lr, **decay)
+    if name == "lbfgs":  # one iteration per step; the line search picks the step length
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=25, history_size=LBFGS_HISTORY,
+                                 line_search_fn="strong_wolfe")
     raise ValueError(f"optimizer {name!r} is not one of {OPTIMIZERS}")
+
+
+def run_optimizer(run: RunSpec, params) -> torch.optim.Optimizer:
+    return make_optimizer(run.optimizer, params, run.learning_rate, run.effective_momentum,
+                          0.0 if run.optimizer == "lbfgs" else run.weight_decay)
+
+
+def learning_rate_at(run: RunSpec, step: int, steps_per_epoch: int) -> float:
+    """The rate of update number ``step`` (1-based) under the run's schedule. A pure
+    function of the step, so a resumed run needs no scheduler state."""
+    done = step - 1  # updates before this one
+    if run.lr_schedule == "exponential":  # Zhang et al.: times lr_decay after every epoch
+        return run.learning_rate * run.lr_decay ** (done // steps_per_epoch)
+    if run.lr_schedule == "multistep":
+        return run.learning_rate * run.lr_gamma ** sum(done >= m for m in run.lr_milestones)
+    return run.learning_rate
+
+
+def random_crops(x: torch.Tensor, generator: torch.Generator, size: int = CROP) -> torch.Tensor:
+    """A random size x size crop of every image of x (B, C, H, W), then horizontal flips:
+    one offset pair and one flip decision per image, in that generator order."""
+    b, _, h, w = x.shape
+    dev = x.device
+    top = torch.randint(0, h - size + 1, (b, 1), device=dev, generator=generator)
+    left = torch.randint(0, w - size + 1, (b, 1), device=dev, generator=generator)
+    flip = torch.rand(b, device=dev, generator=generator) < 0.5
+    rows = top + torch.arange(size, device=dev)[None, :]  # (B, size)
+    cols = left + torch.arange(size, device=dev)[None, :]
+    batch = torch.arange(b, device=dev)[:, None, None]
+    crops = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+
+
+def augment_batch(run: RunSpec, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The run's augmentation of one training batch (none, translations, or crops)."""
+    if run.augment == "crop":
+        return random_crops(x, generator)
+    return augment(x, generator) if run.augment else x
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -143,9 +193,19 @@ def batch_generator(run: RunSpec, device) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
     """(mean cross-entropy in nats, number of correctly classified points) over a whole
-    split, EVAL_CHUNK points per forward pass."""
+    split, EVAL_CHUNK points per forward pass, in eval mode (batch norm's running
+    statistics, as the network is measured); the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _evaluate(model, x, y)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
     total_loss, total_correct = 0.0, 0
     for start in range(0, x.shape[0], EVAL_CHUNK):
         logits = model(x[start:start + EVAL_CHUNK])
@@ -160,11 +220,12 @@ def model_spec_for(run: RunSpec, data: xr.Dataset) -> ModelSpec:
     return ModelSpec(
         input_shape=tuple(data["x_train"].shape[1:]), n_classes=int(data.attrs["n_classes"]),
         width=run.width, depth=run.depth, activation=run.activation, bias=run.bias,
+        architecture=run.architecture, batch_norm=run.batch_norm,
     )
 
 
 def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
-          checkpoints: CheckpointStore | None = None) -> tuple[MLP, TrainResult]:
+          checkpoints: CheckpointStore | None = None) -> tuple[nn.Module, TrainResult]:
     """Train the network of ``run`` on ``data`` (a corrupted dataset from stage 2).
 
     checkpoints: where to save the loop's state at the steps it says are due, and to resume
@@ -181,13 +242,18 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
     def fresh():  # the initial network, its optimizer and its batch generator
         model = build_model(spec, seed=run.seed, device=device)
         model = model.to(x_train.dtype)  # a no-op for stage 2's float32 data
-        return (model, make_optimizer(run.optimizer, model.parameters(), run.learning_rate),
-                batch_generator(run, device))
+        if device.type == "cuda" and run.architecture != "mlp":
+            # cuDNN's fast convolutions are for NHWC; the numbers are those of NCHW.
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        return model, run_optimizer(run, model.parameters()), batch_generator(run, device)
 
     model, optimizer, generator = fresh()
-    full_batch = run.optimizer == "gd"
+    full_batch = run.full_batch
     n = x_train.shape[0]
     batch_size = n if full_batch else min(run.batch_size, n)
+    steps_per_epoch = n // batch_size
+    scheduled = run.lr_schedule != "constant"
 
     def checkpoint(at_step: int) -> Checkpoint:
         return _checkpoint(model, x_train, y_train, x_test, y_test, at_step, start)
@@ -216,16 +282,23 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
             order, cursor = epoch_order(n, full_batch, device, generator), 0
         idx = order[cursor:cursor + batch_size]
         cursor += batch_size
-        xb = augment(x_train[idx], generator) if run.augment else x_train[idx]
-        loss = F.cross_entropy(model(xb), y_train[idx])
+        xb, yb = augment_batch(run, x_train[idx], generator), y_train[idx]
         step += 1
+        if scheduled:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(run, step, steps_per_epoch)
+        if run.optimizer == "lbfgs":
+            loss = lbfgs_step(model, optimizer, xb, yb, run.weight_decay)
+        else:
+            loss = F.cross_entropy(model(xb), yb)
         if not torch.isfinite(loss):
             status = "diverged"
             log(f"step {step}: non-finite loss {loss.item()}; stopping as diverged")
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if run.optimizer != "lbfgs":
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         if is_eval_step(run, step):
             point = checkpoint(step)
             curve.append(point)
@@ -237,6 +310,19 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
             checkpoints.save(step, training_state(step, status, order, cursor, curve, model,
                                                   optimizer, generator, start))
     return model, finish(status or "unconverged", step, curve, checkpoint(step))
+
+
+def lbfgs_step(model, optimizer, xb, yb, weight_decay: float) -> torch.Tensor:
+    """One L-BFGS iteration on the batch; returns the loss before it (the line search
+    evaluates the loss a few more times). Weight decay enters as (lambda/2) ||w||^2."""
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xb), yb)
+        if weight_decay:
+            loss = loss + 0.5 * weight_decay * sum((p * p).sum() for p in model.parameters())
+        loss.backward()
+        return loss
+    return optimizer.step(closure).detach()
 
 
 def training_state(step, status, order, cursor, curve, model, optimizer, generator,

@@ -35,7 +35,7 @@ import torch
 from . import integrity
 from .adapter import TRAIN_SUMMARY_KEYS, Progress, code_version
 from .checkpoints import CheckpointStore
-from .ensemble import train_stacked
+from .ensemble import stackable, train_stacked
 from .models import save_model
 from .runtable import RunSpec
 from .train import train
@@ -154,19 +154,20 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
             checkpoints_of(run).tidy()  # left by a job killed right after sealing it
             progress.done(f"run {run.id}: reused ({summary['status']}, {summary['steps']} steps)")
     failures: dict[str, str] = {}
-    if stack and len(todo) > 1:
-        log(f"training {len(todo)} networks as one stacked ensemble on {device}")
+    stacked = [run for run in todo if stackable(run)] if stack else []
+    if len(stacked) > 1:
+        log(f"training {len(stacked)} networks as one stacked ensemble on {device}")
         try:
-            trained = train_stacked(todo, [data_of(run) for run in todo], device,
+            trained = train_stacked(stacked, [data_of(run) for run in stacked], device,
                                     progress.prefixed("stack"))
         except Exception:  # e.g. out of memory: fall back to one after another
             log(f"stacked training failed; training one after another:\n{traceback.format_exc()}")
         else:
-            for run, (model, result) in zip(todo, trained):
+            for run, (model, result) in zip(stacked, trained):
                 save(run, model, result)
                 checkpoints_of(run).clear()  # any were of a run one after another
                 progress.done(f"run {run.id}: {result.status} after {result.steps} steps")
-            todo = []
+            todo = [run for run in todo if run not in stacked]
     for run in todo:
         progress.start(f"run {run.id}: {run}")
         try:
