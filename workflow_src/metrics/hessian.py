@@ -33,7 +33,11 @@ everywhere, but H is still non-zero: the loss's curvature in the logits and the 
 weights across layers make it so. PyTorch has no double backward for hardsigmoid
 (aten::hardsigmoid_backward, torch 2.15), so in the copy every nn.Hardsigmoid is replaced by
 relu6(z + 3) / 6, the same function to the last bit and with the same derivative
-(1/6 strictly inside (−3, 3), else 0), built from ops that have one.
+(1/6 strictly inside (−3, 3), else 0), built from ops that have one. Likewise, PyTorch's
+double backward of batch norm fails ("Expected a proper Tensor but got None") for a layer
+with a shift β but no scale γ (cnns.ShiftBatchNorm2d: inception_small with batch norm), so
+in the copy such a layer gets a constant unit scale (a buffer, not a parameter): the same
+function to the last bit, and the same parameters in the same order.
 
 Determinism: the initial power-iteration vector and the Rademacher probes come from two CPU
 ``torch.Generator`` objects, each seeded with ``seed`` (so the trace's probes do not depend on
@@ -81,6 +85,12 @@ def _with_double_backward(model: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Hardsigmoid):
                 setattr(module, name, _Hardsigmoid())
+        if (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is None
+                and module.bias is not None):
+            # weight=None with a bias breaks batch_norm's double backward; a unit weight
+            # buffer gives the same values and leaves the parameters (and their order) alone.
+            del module._parameters["weight"]
+            module.register_buffer("weight", torch.ones_like(module.bias), persistent=False)
     return model
 
 

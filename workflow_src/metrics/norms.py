@@ -124,8 +124,17 @@ _ATTRS = {
 }
 
 
-def _weight_matrices(model: MLP) -> list[torch.Tensor]:
-    return [layer.weight for layer in [*model.hidden, model.readout]]
+MLP_ONLY = (
+    "architecture {!r}: spectral_product, path_norm and their ratios are stored as NaN (a "
+    "convolution's operator norm is not its kernel's matrix norm, and max-pooling and batch "
+    "norm have no path-norm form); frobenius_sum sums every conv and linear weight")
+
+
+def _weight_matrices(model) -> list[torch.Tensor]:
+    """The weight tensors of the norms: an MLP's layers, or every conv and linear weight."""
+    if model.spec.architecture == "mlp":
+        return [layer.weight for layer in [*model.hidden, model.readout]]
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def path_norm(model64: MLP) -> float:
@@ -171,14 +180,15 @@ def norm_metrics(model: MLP, initial_model: MLP, train_x: torch.Tensor, train_y:
     model64 = copy.deepcopy(model).double()
     init64 = copy.deepcopy(initial_model).double().to(next(model64.parameters()).device)
 
+    mlp = model.spec.architecture == "mlp"
     weights = [w.detach() for w in _weight_matrices(model64)]
     frobenius = float(sum((w * w).sum() for w in weights))
     spectral = float(torch.prod(torch.stack(
-        [torch.linalg.matrix_norm(w, ord=2) ** 2 for w in weights])))
+        [torch.linalg.matrix_norm(w, ord=2) ** 2 for w in weights]))) if mlp else np.nan
     n_parameters = sum(p.numel() for p in model64.parameters() if p.requires_grad)
     distance = float(torch.cat([(p - q).detach().flatten() for p, q in
                                 zip(model64.parameters(), init64.parameters())]).norm())
-    paths = path_norm(model64)
+    paths = path_norm(model64) if mlp else np.nan
     margin = float(np.percentile(output_margins(model64, train_x, train_y, chunk_size),
                                  PERCENTILE))
 
@@ -193,6 +203,9 @@ def norm_metrics(model: MLP, initial_model: MLP, train_x: torch.Tensor, train_y:
     else:
         ratios = [np.nan] * 3
         attrs["note"] = NON_POSITIVE_MARGIN.format(p=PERCENTILE, m=margin)
+    if not mlp:
+        attrs["note"] = "; ".join(filter(None, [attrs.get("note"),
+                                                MLP_ONLY.format(model.spec.architecture)]))
     values = {"n_parameters": n_parameters, "frobenius_sum": frobenius,
               "spectral_product": spectral, "path_norm": paths, "distance_from_init": distance,
               "margin": margin, "frobenius_over_margin": ratios[0],

@@ -15,17 +15,25 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..models import BREAKPOINTS, MLP
+from ..models import BREAKPOINTS, MLP, is_mlp
 from . import bounds
 from .jacobian import jacobian_norms, true_class_jacobian_norm
 from .trajectories import draw_ellipses, ellipse_points, polygon_points, translation_polygon
 from .transitions import (
     exact_transitions_ellipses,
     exact_transitions_polygons,
+    sampled_transitions,
     sampled_transitions_polygon,
 )
 
 NO_PIECES = "activation {!r} is smooth: transitions are undefined and stored as NaN"
+# The exact walk (transitions.py) follows an MLP's layers one by one; a CNN's regions are
+# counted by the sampled estimator only.
+CNN_SAMPLED_ONLY = (
+    "architecture {!r}: transitions_exact and ellipse_transitions are stored as NaN (the "
+    "exact walk is implemented for MLPs); transitions_sampled counts changes of the code of "
+    "every activation unit and max-pool argmax (cnns.py), a lower bound on the exact count")
+CNN_CHUNK = 256  # sample points per CNN pass (a float64 pass keeps every feature map)
 ANCHOR_ANGLES = (0.0, 2 * math.pi / 3, 4 * math.pi / 3)  # where the ellipse meets p0, p1, p2
 
 
@@ -33,8 +41,25 @@ def _has_pieces(model: MLP) -> bool:
     return bool(BREAKPOINTS[model.spec.activation])
 
 
-def _note(model: MLP) -> dict:
-    return {} if _has_pieces(model) else {"note": NO_PIECES.format(model.spec.activation)}
+def _walks_exactly(model) -> bool:
+    return _has_pieces(model) and is_mlp(model)
+
+
+def _note(model) -> dict:
+    if not _has_pieces(model):
+        return {"note": NO_PIECES.format(model.spec.activation)}
+    if not is_mlp(model):
+        return {"note": CNN_SAMPLED_ONLY.format(model.spec.architecture)}
+    return {}
+
+
+def _sampled_polygon(model64, vertices: torch.Tensor, k: int) -> int:
+    """The sampled estimator along the closed polygon: the MLP's shortcut (its first layer
+    once per vertex), or for a CNN its activation codes at every sample point."""
+    if is_mlp(model64):
+        return sampled_transitions_polygon(model64, vertices, k)
+    return sampled_transitions(model64, lambda s: polygon_points(vertices, s), k,
+                               chunk_size=CNN_CHUNK, codes=model64.activation_codes)
 
 
 def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
@@ -55,9 +80,9 @@ def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
     polygons = [translation_polygon(image) for image in x]  # P of (W, C, H, W)
     # Every point's polygon walked in lockstep: one batched region pass per step.
     exact = ([walk.count for walk in exact_transitions_polygons(model, polygons)]
-             if _has_pieces(model) else [np.nan] * len(polygons))
+             if _walks_exactly(model) else [np.nan] * len(polygons))
     for vertices in polygons:
-        sampled.append(sampled_transitions_polygon(model64, vertices.double(), k_sampled)
+        sampled.append(_sampled_polygon(model64, vertices.double(), k_sampled)
                        if _has_pieces(model) else np.nan)
         points = polygon_points(vertices, s_jac)  # (J, C, H, W)
         mean_jac.append(float(jacobian_norms(model, points, chunk_size)[0].mean()))
@@ -104,7 +129,7 @@ def _along_ellipses(model: MLP, ellipses, angles, dtype, chunk_size):
     """‖J‖_F at every angle (E, n_positions) and exact transitions (E,) of each (c, a, b)."""
     profiles = [jacobian_norms(model, ellipse_points(c, a, b, angles).to(dtype), chunk_size)[0]
                 .cpu().numpy() for c, a, b in ellipses]  # E of (n_positions,)
-    if _has_pieces(model):  # every ellipse walked in lockstep
+    if _walks_exactly(model):  # every ellipse walked in lockstep
         centers, a, b = (torch.stack(parts) for parts in zip(*ellipses))  # (E, C, H, W) each
         counts = [walk.count for walk in exact_transitions_ellipses(model, centers, a, b)]
     else:

@@ -102,16 +102,19 @@ def sampled_transitions(
     path: Callable[[torch.Tensor], torch.Tensor],
     k: int,
     chunk_size: int = 4096,
+    codes: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> int:
     """The paper's sampled estimator t = sum_i ||c(z_i) != c(z_{(i+1) mod k})||_1 (Novak §3.2).
 
     ``path`` maps float64 parameters s (m,) in [0, 1) to points (m, ...); it is called on
     s_i = i / k chunk by chunk, so memory is O(chunk_size) for any k (the paper used 2^20).
     A unit counts 1 whenever its piece differs between neighbouring samples, however many
-    breakpoints lie between them. Uses k forward passes, in the model's dtype.
+    breakpoints lie between them. Uses k forward passes, in the model's dtype. ``codes``
+    maps points to their codes (B, U); by default the MLP's ``activation_codes``.
     """
     param = next(model.parameters())
-    return _sampled_count(lambda s: activation_codes(model, path(s).to(param)), k, chunk_size)
+    code_of = codes or (lambda x: activation_codes(model, x))
+    return _sampled_count(lambda s: code_of(path(s).to(param)), k, chunk_size)
 
 
 @torch.no_grad()
