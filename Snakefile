@@ -27,6 +27,7 @@ include: "rules/stats.smk"
 include: "rules/plots.smk"
 include: "rules/studies.smk"
 include: "rules/keskar.smk"
+include: "rules/snapshots.smk"
 include: "rules/verify.smk"
 
 

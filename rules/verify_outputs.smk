@@ -48,8 +48,10 @@ def shard_outputs(shard):
     record = shard_record(shard)
     stores = {m: metric_store(m, shard) for m in METRICS_TO_AGGREGATE}
     measure_again = ", ".join(sorted({measure_rule_of(m) for m in stores}))
+    # Snapshot stores (measure.snapshots) are measured from the members like the others.
+    snapshots = [SNAPSHOT_STORE.format(shard=shard)] if SNAPSHOTS["enabled"] else []
     entries = [{"output": record, "required": ["shard", "members"],
-                "removes": [record, *stores.values()],
+                "removes": [record, *stores.values(), *snapshots],
                 "rebuilds": f"train shard {shard} (intact members are reused), then "
                             f"{measure_again} of it"}]
     for run_id in SHARDS[shard]:
@@ -57,13 +59,15 @@ def shard_outputs(shard):
         entries.append({
             "output": f"{folder}/train.json", "required": list(TRAIN_SUMMARY_KEYS),
             "removes": [f"{folder}/model.pt", f"{folder}/curve.csv", f"{folder}/train.json",
-                        record, *stores.values()],
+                        record, *stores.values(), *snapshots],
             "rebuilds": f"network {run_id} retrains in shard {shard}, then {measure_again} "
                         "of the shard"})
     entries += [{"output": store,
                  "removes": [metric_store(m, shard) for m in written_with(metric)],
                  "rebuilds": f"{measure_rule_of(metric)} of shard {shard}"}
                 for metric, store in stores.items()]
+    entries += [{"output": store, "removes": [store],
+                 "rebuilds": f"measure_snapshots of shard {shard}"} for store in snapshots]
     return entries
 
 

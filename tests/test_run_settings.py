@@ -241,3 +241,10 @@ def test_stacked_training_refuses_what_it_does_not_implement():
                     {"optimizer": "momentum", "momentum": 0.5}, {"augment": "crop"}):
         assert not stackable(_spec(**changes)), changes
 
+
+
+def test_snapshots_of_the_bounds_need_the_jacobian():
+    config = _study("config.yaml")
+    config["measure"]["snapshots"] = {"enabled": True, "steps": [10], "metrics": ["bounds"]}
+    with pytest.raises(ConfigError, match="list jacobian too"):
+        validate_config(config)

@@ -221,6 +221,10 @@ def _check_semantics(config: dict) -> None:
     data = config["data"]
     for where, block in _blocks(config):
         _check_block(where, block, config["training"])
+    snapshot_metrics = config["measure"]["snapshots"]["metrics"]
+    if "bounds" in snapshot_metrics and "jacobian" not in snapshot_metrics:
+        raise ConfigError("config key measure.snapshots.metrics: the bounds are computed from "
+                          "the Jacobian's per-point values; list jacobian too")
     if config["measure"]["n_points"] > data["n_test"]:
         raise ConfigError(
             f"config key measure.n_points: {config['measure']['n_points']} exceeds "

@@ -1,0 +1,70 @@
+# Metrics along training (measure.snapshots; Arpit et al. 2017, arXiv 1706.05394, follow
+# the critical sample ratio through training). One job per shard measures the chosen
+# metrics of every member at the chosen training steps into one store, named by a hash of
+# the steps and the metrics' settings (workflow_src/snapshots.py: a kept checkpoint, else
+# the member trained again from scratch, else the final network); one job turns every
+# shard's store into the study's table and figure. Measuring needs torch (ENV_TORCH), the
+# table and figure altair (ENV_ANALYSIS). Off by default; `enabled` is not in the hash.
+SNAPSHOTS = config["measure"]["snapshots"]
+# In the order they are measured (that of ALL_METRICS: the bounds after the Jacobian).
+SNAPSHOT_METRICS = [m for m in ALL_METRICS if m in SNAPSHOTS["metrics"]]
+SNAPSHOT_SETTINGS = {"steps": sorted(set(SNAPSHOTS["steps"])),
+                     "metrics": {m: METRIC_SETTINGS[m] for m in SNAPSHOT_METRICS}}
+SNAPSHOT_STORE = f"results/shards/{{shard}}/snapshots-{stable_hash(SNAPSHOT_SETTINGS, 8)}.zarr"
+SNAPSHOT_CODE = {"jacobian": ["metrics/jacobian", "metrics/per_run"],
+                 "bounds": ["metrics/bounds"], "norms": ["metrics/norms"],
+                 "critical": ["metrics/critical"], "hessian": ["metrics/hessian"],
+                 "sharpness": ["metrics/sharpness", "metrics/jacobian"],
+                 "pac_bayes": ["metrics/pac_bayes", "metrics/sharpness", "metrics/jacobian"],
+                 "ntk": ["metrics/ntk"]}
+SNAPSHOT_CATEGORY = "Metrics along training"
+SNAPSHOT_FIGURE = {f"snapshots_{fmt}": report(path, category=SNAPSHOT_CATEGORY)
+                   if fmt == "png" else path
+                   for fmt, path in figure_files(FIGURES, "snapshots").items()}
+
+
+rule measure_snapshots:
+    output:
+        snapshots=directory(SNAPSHOT_STORE),
+    input:
+        unpack(shard_inputs),
+        code=package_files("snapshots", "measure_shard", "train", "models", "checkpoints",
+                           *sorted({f for m in SNAPSHOT_METRICS for f in SNAPSHOT_CODE[m]})),
+    params:
+        steps=SNAPSHOT_SETTINGS["steps"],
+        metrics=SNAPSHOT_SETTINGS["metrics"],
+        runs=shard_runs,
+    log:
+        "results/logs/measure_snapshots/{shard}.log",
+    threads: config["training"]["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        ENV_TORCH
+    script:
+        "scripts/measure_snapshots.py"
+
+
+rule plot_snapshots:
+    output:
+        **SNAPSHOT_FIGURE,
+        table=report(f"{STUDY_DIR}/tables/snapshots.csv", category=SNAPSHOT_CATEGORY),
+    input:
+        stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
+        code=package_files("snapshots", "aggregate", "integrity", "figures/common",
+                           "figures/theme", "figures/studies", "figures/snapshots"),
+    params:
+        runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
+        color_by=config["plots"]["color_by"],
+        size={key: config["plots"][key] for key in ("width", "height")},
+        figures=figure_dir,
+    log:
+        f"{STUDY_DIR}/logs/plot_snapshots.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "scripts/plot_snapshots.py"
+
+
+if SNAPSHOTS["enabled"]:
+    TARGETS.extend(rules.plot_snapshots.output)
