@@ -145,14 +145,24 @@ def test_seeding(arch, width, depth, bn):
     assert not all(torch.equal(sa[key], sc[key]) for key in sa)
 
 
-def test_initialisation_is_pytorch_default_in_module_order():
+def test_initialisation_is_he_normal_for_convolutions_in_module_order():
     model = build(spec_for("alexnet_small", shape=(1, 8, 8)), seed=3)
     g = torch.Generator().manual_seed(3)
-    w = torch.empty(64, 1, 5, 5)
+    w1, w2 = torch.empty(64, 1, 5, 5), torch.empty(64, 64, 5, 5)
+    nn.init.kaiming_normal_(w1, nonlinearity="relu", generator=g)
+    nn.init.kaiming_normal_(w2, nonlinearity="relu", generator=g)
+    first, second = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert torch.equal(first.weight, w1) and torch.equal(first.bias, torch.zeros(64))
+    assert torch.equal(second.weight, w2)
+    # The linear layers after them: PyTorch's default, from the same stream.
+    linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    w = torch.empty_like(linear.weight)
     nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
-    b = torch.empty(64).uniform_(-1 / 5, 1 / 5, generator=g)
-    conv = model.features[0]
-    assert torch.equal(conv.weight, w) and torch.equal(conv.bias, b)
+    bound = 1 / math.sqrt(linear.in_features)
+    b = torch.empty(linear.out_features).uniform_(-bound, bound, generator=g)
+    assert torch.equal(linear.weight, w) and torch.equal(linear.bias, b)
+    # He-normal: the weights' variance is 2 / fan_in.
+    assert second.weight.var().item() == pytest.approx(2 / (64 * 25), rel=0.05)
     wrn = build(spec_for("wrn", 1, 10, True))
     for m in wrn.modules():
         if isinstance(m, nn.BatchNorm2d):

@@ -252,3 +252,30 @@ def test_jiang_small_variant_ranks_every_indicator(small_runs):
                 "pac_bayes_mag_flatness", "ntk_top_eigenvalue", "transitions_exact"}
     assert expected <= set(summary["indicator"])
     assert {"expected_sign", "cmi", "robust_sign_error"} <= set(summary.columns)
+
+
+def test_zhang_cnn_small_variant_fits_random_labels_with_both_cnns(small_runs):
+    """Zhang et al. Fig. 1 with the CNNs: every network fits, random labels included; the
+    random labels take longer; the test error of random labels is about chance."""
+    study = _small(small_runs, "zhang_cnn")
+    networks = pd.read_csv(study / "stats" / "networks.csv")
+    assert sorted(networks["architecture"]) == ["alexnet_small"] * 2 + ["inception_small"] * 2
+    assert (networks["status"] == "converged").all() and (networks["train_acc"] == 1).all()
+    for _, pair in networks.groupby("architecture"):
+        true, random = (pair[pair["label_noise"] == p].iloc[0] for p in (0.0, 1.0))
+        assert random["steps"] > true["steps"] and random["test_acc"] < true["test_acc"]
+    assert {"n_parameters", "frobenius_sum"} <= set(networks.columns)
+    assert networks["spectral_product"].isna().all()  # not defined for the CNNs (norms.py)
+    assert (study / "figures" / "time_to_fit.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_zhang_batchnorm_small_variant_trains_inception_with_and_without(small_runs):
+    study = _small(small_runs, "zhang_batchnorm")
+    curves = pd.read_csv(study / "curves.csv")
+    last = curves.sort_values("step").groupby("batch_norm").last()
+    assert sorted(last.index) == [False, True]
+    assert set(curves["architecture"]) == {"inception_small"}
+    # With batch norm the Inception fits, and in fewer steps (Zhang et al. Fig. 2).
+    assert last.loc[True, "status"] == "converged" and last.loc[True, "train_acc"] == 1
+    assert last.loc[True, "step"] < last.loc[False, "step"]
+    assert (study / "figures" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -5,9 +5,10 @@ and return (B, n_classes) logits. Inputs larger than 28 x 28 in both H and W (CI
 SVHN: 32 x 32) are centre-cropped to 28 x 28 first, as in Zhang et al. ("28 x 28 centre
 crops"); smaller inputs (MNIST/Fashion-MNIST 28 x 28, sklearn digits 8 x 8) are used as they
 are. The nonlinearity is ``ACTIVATIONS[spec.activation]`` everywhere (the papers use ReLU).
-Every conv/linear layer gets PyTorch's default initialisation drawn, in module order, from
-the explicit generator, exactly as the MLP does, so the same (spec, seed) gives bit-identical
-weights; batch norm starts at weight 1, bias 0. Networks are measured in eval mode, where
+Convolutions are initialised He-normal with zero biases and linear layers with PyTorch's
+default, drawn in module order from the explicit generator, so the same (spec, seed) gives
+bit-identical weights (``_CodedNet.reset_parameters`` says why not PyTorch's default for the
+convolutions); batch norm starts at weight 1, bias 0. Networks are measured in eval mode, where
 batch norm uses its running statistics and is a fixed per-channel affine map.
 
 ``alexnet_small`` (AlexNetSmall) - Zhang et al. 2017 (arXiv 1611.03530), appendix A, after the
@@ -144,10 +145,22 @@ class _CodedNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None) -> None:
-        """PyTorch's default conv/linear initialisation drawn from ``generator`` in module
-        order; batch norm weight 1 (where it has one), bias 0, fresh running statistics."""
+        """Drawn from ``generator`` in module order: convolutions He-normal (variance
+        2 / fan_in, the ReLU-preserving scale) with zero biases; linear layers PyTorch's
+        default; batch norm weight 1 (where it has one), bias 0, fresh running statistics.
+
+        Why not PyTorch's default for the convolutions too: its variance 1 / (3 fan_in)
+        shrinks the signal by about a third per ReLU layer, and inception_small without
+        batch norm (11 conv modules deep) then stays at chance: on 50 Fashion-MNIST images,
+        momentum 0.9 and rate 0.01, its loss did not move from ln 10 in 300 steps, where
+        with He-normal it reached 94 % training accuracy in 200 (and with batch norm, 100 %
+        in 40), the ordering of Zhang et al.'s Fig. 2."""
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=generator)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
                 fan_in = m.weight[0].numel()
                 nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
                 if m.bias is not None:
