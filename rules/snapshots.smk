@@ -18,9 +18,7 @@ SNAPSHOT_CODE = {"jacobian": ["metrics/jacobian", "metrics/per_run"],
                  "pac_bayes": ["metrics/pac_bayes", "metrics/sharpness", "metrics/jacobian"],
                  "ntk": ["metrics/ntk"]}
 SNAPSHOT_CATEGORY = "Metrics along training"
-SNAPSHOT_FIGURE = {f"snapshots_{fmt}": report(path, category=SNAPSHOT_CATEGORY)
-                   if fmt == "png" else path
-                   for fmt, path in figure_files(FIGURES, "snapshots").items()}
+SNAPSHOT_FIGURE = figure_outputs("snapshots", category=SNAPSHOT_CATEGORY)
 
 
 rule measure_snapshots:
@@ -48,7 +46,8 @@ rule measure_snapshots:
 rule plot_snapshots:
     output:
         **SNAPSHOT_FIGURE,
-        table=report(f"{STUDY_DIR}/tables/snapshots.csv", category=SNAPSHOT_CATEGORY),
+        table=report(f"{STUDY_DIR}/tables/snapshots.csv", category=SNAPSHOT_CATEGORY,
+                     caption="../report/captions/snapshots_table.rst"),
     input:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
         code=package_files("snapshots", "aggregate", "integrity", "figures/common",

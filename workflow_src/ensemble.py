@@ -13,16 +13,29 @@ learning rate. A member that stops (converged, out of steps, or diverged) leaves
 with its weights as they are: it stops changing at that step, costs nothing afterwards, and
 a non-finite member cannot reach the others. Curves' ``seconds`` count from the start of
 the whole ensemble.
+
+Checkpoints (``train_stacked(..., checkpoints=)``, a CheckpointStore of the whole stack:
+train_shard keeps it in the shard's folder, its identity naming every member): at the steps
+the store says are due, the stack saves its whole state: the step and the position in the
+epoch, every active member's rows of the stacked parameters, optimizer slots and epoch
+orders, the update count, the active members' generators, every member's curve so far, and
+the final weights and result of each member that has already stopped. A stack resumed from
+it gives exactly (bit for bit) the networks, curves and results of an uninterrupted one;
+``seconds`` count on from the checkpoint's. Members are matched by run id, so the rows can
+be put back whatever the order of ``runs``; a checkpoint that does not fit is discarded
+(with a log line) and training starts from step 0.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 import xarray as xr
 
+from .checkpoints import CheckpointStore
 from .models import ACTIVATIONS, MLP, ModelSpec, build_model
 from .runtable import RunSpec
 from .train import (
@@ -57,6 +70,9 @@ def stackable(run: RunSpec) -> bool:
 # Gathered input values per evaluation pass, over all members (2^25 floats: 128 MiB in
 # float32), so evaluating thousands of members stays within memory.
 EVAL_BUDGET = 2 ** 25
+# The state slots each update rule keeps per parameter (StackedOptimizer.state's keys).
+OPTIMIZER_SLOTS = {"sgd": (), "gd": (), "momentum": ("momentum_buffer",),
+                   "adam": ("exp_avg", "exp_avg_sq"), "rmsprop": ("square_avg",)}
 # torch.optim's defaults, which train.make_optimizer uses.
 MOMENTUM = 0.9
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
@@ -190,10 +206,28 @@ def check_stackable(runs: list[RunSpec], datas: list[xr.Dataset]) -> None:
 
 
 def train_stacked(runs: list[RunSpec], datas: list[xr.Dataset], device: torch.device,
-                  log=print) -> list[tuple[MLP, TrainResult]]:
-    """Train runs[k] on datas[k] for every k, as train.train would one by one."""
+                  log=print, checkpoints: CheckpointStore | None = None
+                  ) -> list[tuple[MLP, TrainResult]]:
+    """Train runs[k] on datas[k] for every k, as train.train would one by one.
+
+    checkpoints: where to save the whole stack's state at the steps it says are due, and to
+    resume from if it holds this stack's latest one (see the module doc). Training without
+    one is the same training, step for step.
+    """
     check_stackable(runs, datas)
-    return _StackedTraining(runs, datas, device, log).run()
+    training = _StackedTraining(runs, datas, device, log)
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        try:
+            training.restore(saved)
+        except Exception as err:  # intact and this stack's, yet it does not fit
+            checkpoints.discard(f"it does not fit this stack ({type(err).__name__}: {err})")
+            training = _StackedTraining(runs, datas, device, log)
+        else:
+            log(f"resumed the stack of {len(runs)} networks from the checkpoint at step "
+                f"{training.step} ({len(training.active)} still training, "
+                f"{time.perf_counter() - training.start:.1f} s of training)")
+    return training.run(checkpoints)
 
 
 class _StackedTraining:
@@ -216,14 +250,16 @@ class _StackedTraining:
         self.n = self.data.x_train.shape[1]
         self.batch_size = self.n if self.full_batch else min(runs[0].batch_size, self.n)
         self.start = time.perf_counter()
+        self.step, self.cursor = 0, 0  # where run() starts: 0, or a restored checkpoint's
 
-    def run(self) -> list[tuple[MLP, TrainResult]]:
-        step = 0
-        for row, point in enumerate(self.evaluate(step)):
-            self.curves[self.active[row]].append(point)
-        self.orders, cursor = self.epoch_orders(), 0  # (A, n): each member's order of points
-        self.stop({row: "unconverged" for row, k in enumerate(self.active)
-                   if self.runs[k].max_steps <= 0}, step)
+    def run(self, checkpoints: CheckpointStore | None = None) -> list[tuple[MLP, TrainResult]]:
+        step, cursor = self.step, self.cursor
+        if step == 0:  # not resumed
+            for row, point in enumerate(self.evaluate(step)):
+                self.curves[self.active[row]].append(point)
+            self.orders, cursor = self.epoch_orders(), 0  # (A, n): each member's order
+            self.stop({row: "unconverged" for row, k in enumerate(self.active)
+                       if self.runs[k].max_steps <= 0}, step)
         while self.active:
             if cursor + self.batch_size > self.n:  # new epoch: drop the ragged tail, reshuffle
                 self.orders, cursor = self.epoch_orders(), 0
@@ -240,7 +276,112 @@ class _StackedTraining:
             keep = self.stop({row: "diverged" for row, ok in enumerate(finite) if not ok}, step)
             self.optimizer.step(self.params, {name: g[keep] for name, g in grads.items()})
             self.after_update(step)
+            # Once every member has stopped, the networks are saved right after: no checkpoint.
+            if checkpoints is not None and self.active and checkpoints.due(step):
+                checkpoints.save(step, self.state(step, cursor))
         return [(model, result) for model, result in zip(self.models, self.results)]
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def state(self, step: int, cursor: int) -> dict:
+        """The stack's state after ``step``: tensors, plain containers, numbers and strings
+        only (it loads with ``weights_only=True``); members are named by run id and rows are
+        those of ``active``."""
+        ids = [run.id for run in self.runs]
+        finished = {ids[k]: {"result": asdict(result),
+                             "model": {name: value.detach().cpu() for name, value
+                                       in self.models[k].state_dict().items()}}
+                    for k, result in enumerate(self.results) if result is not None}
+        slots = {}
+        for (name, slot), value in self.optimizer.state.items():
+            slots.setdefault(slot, {})[name] = value.detach().cpu()
+        return {
+            "members": ids, "step": step, "cursor": cursor,
+            "active": [ids[k] for k in self.active],
+            "orders": self.orders.cpu(),
+            "params": {name: p.detach().cpu() for name, p in self.params.items()},
+            "optimizer": {"kind": self.optimizer.kind, "updates": self.optimizer.updates,
+                          "slots": slots},
+            "generators": {ids[k]: self.generators[k].get_state() for k in self.active},
+            "curves": {ids[k]: [asdict(point) for point in curve]
+                       for k, curve in enumerate(self.curves)},
+            "finished": finished,
+            "seconds": time.perf_counter() - self.start,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Put this training, just constructed, in ``state`` (from ``state()``). Raises if
+        the state does not fit these runs and data; the training is then to be constructed
+        again (train_stacked does)."""
+        ids = [run.id for run in self.runs]
+        index = {run_id: k for k, run_id in enumerate(ids)}
+        if sorted(state["members"]) != sorted(ids):
+            raise ValueError("it holds other members")
+        step, cursor = int(state["step"]), int(state["cursor"])
+        saved_active = [index[run_id] for run_id in state["active"]]
+        finished = {index[run_id]: value for run_id, value in state["finished"].items()}
+        if sorted([*saved_active, *finished]) != list(range(len(ids))):
+            raise ValueError("its active and finished members are not the members")
+        if not saved_active:
+            raise ValueError("no member is still training")
+        if any(not 0 < step < self.runs[k].max_steps for k in saved_active):
+            raise ValueError(f"step {step} does not fit the active members' max_steps")
+        if not 0 <= cursor <= self.n:
+            raise ValueError(f"cursor {cursor} does not fit {self.n} points")
+        # Rows in this training's member order, as an uninterrupted run keeps them.
+        rows = sorted(range(len(saved_active)), key=saved_active.__getitem__)
+        rows = torch.tensor(rows, dtype=torch.long)
+        active = sorted(saved_active)
+        keep = torch.tensor(active, dtype=torch.long, device=self.device)
+
+        def fitted(saved: dict, like: dict, what: str) -> dict:
+            if set(saved) != set(like):
+                raise ValueError(f"{what}: names {sorted(saved)}, expected {sorted(like)}")
+            out = {}
+            for name, value in saved.items():
+                value = value[rows]
+                want = (len(active), *like[name].shape[1:])
+                if tuple(value.shape) != want or value.dtype != like[name].dtype:
+                    raise ValueError(f"{what} {name}: {tuple(value.shape)} {value.dtype}, "
+                                     f"expected {want} {like[name].dtype}")
+                out[name] = value.to(self.device)
+            return out
+
+        params = fitted(state["params"], self.params, "parameter")
+        optimizer = state["optimizer"]
+        slots = optimizer["slots"]
+        # Every slot exists after the first update; updates are one a step.
+        if (optimizer["kind"] != self.optimizer.kind or int(optimizer["updates"]) != step
+                or set(slots) != set(OPTIMIZER_SLOTS[self.optimizer.kind])):
+            raise ValueError(f"optimizer state of {optimizer['kind']!r} after "
+                             f"{optimizer['updates']} updates, slots {sorted(slots)}")
+        slot_values = {slot: fitted(values, self.params, f"optimizer {slot}")
+                       for slot, values in slots.items()}
+        orders = state["orders"][rows]
+        if tuple(orders.shape) != (len(active), self.n):
+            raise ValueError(f"orders of {tuple(orders.shape)}")
+        curves = {index[run_id]: [Checkpoint(**point) for point in curve]
+                  for run_id, curve in state["curves"].items()}
+        curves = [curves[k] for k in range(len(ids))]
+        results = {k: TrainResult(**value["result"]) for k, value in finished.items()}
+        generators = {k: state["generators"][ids[k]] for k in active}
+        # Everything is read; now change the training.
+        for k, value in finished.items():
+            self.models[k].load_state_dict(value["model"])  # strict: names and shapes
+            self.results[k] = results[k]
+        for k, generator_state in generators.items():
+            self.generators[k].set_state(generator_state)
+        self.curves = curves
+        self.params = {name: p.requires_grad_() for name, p in params.items()}
+        self.optimizer.select(keep)
+        self.optimizer.updates = step
+        self.optimizer.state = {(name, slot): value for slot, values in slot_values.items()
+                                for name, value in values.items()}
+        self.data.select(keep)
+        self.orders = orders.to(self.device)
+        self.active = active
+        self.step, self.cursor = step, cursor
+        self.start = time.perf_counter() - float(state["seconds"])
 
     def epoch_orders(self) -> torch.Tensor:
         return torch.stack([epoch_order(self.n, self.full_batch, self.device, self.generators[k])

@@ -20,7 +20,21 @@ Members trained one after another save checkpoints (workflow_src/checkpoints.py)
 folder every ``checkpoint_every`` steps, so a job that is killed or fails resumes the member
 it was training from its last checkpoint (and reuses the members it had finished). A
 checkpoint names the network it belongs to: the run id, ``code_sha``, ``data_sha``, the
-device type and torch version. Stacked members do not checkpoint (yet).
+device type and torch version.
+
+A stack (members trained at once, ensemble.train_stacked) saves one checkpoint of its whole
+state every ``checkpoint_every`` steps, in the shard's folder ``results/shards/<shard>/``
+(``stack_checkpoints``): all members' rows of the stacked tensors, and the final weights and
+results of members that have already stopped, so a killed job resumes the stack at its last
+checkpoint and gives exactly the networks of an uninterrupted stack. Its identity names the
+stack: the sorted run ids of its members, ``code_sha``, every member's ``data_sha``, the
+device type and torch version; a stack of other members (some were reused meanwhile, the
+shard changed) or on another device ignores it, with a log line, and starts from step 0.
+The stack's members are saved when the whole stack has finished, then its checkpoint is
+deleted (a job killed while they are being saved reuses those already saved and trains the
+others again from step 0, as a smaller stack). Stacked members keep no checkpoints
+(``keep_checkpoints`` applies to members trained one after another; snapshots regenerate
+stacked members' steps).
 """
 
 from __future__ import annotations
@@ -44,6 +58,18 @@ from .train import train
 TRAINING_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py")
 # Keys of a member's summary the shard record repeats, so aggregate reads one file a shard.
 SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "train_correct", "n_train", "test_correct", "n_test")
+
+
+def stack_checkpoints(results: Path, shard: str, runs: list[RunSpec], code_sha: str,
+                      data_shas: dict, device, every: int, log) -> CheckpointStore:
+    """The checkpoints of the stack of ``runs`` (the shard's members trained at once), in the
+    shard's folder; its identity names every member, so another stack never resumes it."""
+    ids = sorted(run.id for run in runs)
+    by_id = {run.id: run for run in runs}
+    identity = {"stack": ids, "code_sha": code_sha,
+                "data_sha": [data_shas[by_id[run_id].data.id] for run_id in ids],
+                "device": device.type, "torch": str(torch.__version__)}
+    return CheckpointStore(shard_record(results, shard).parent, identity, every, (), log)
 
 
 def training_code_sha() -> str:
@@ -157,9 +183,11 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
     stacked = [run for run in todo if stackable(run)] if stack else []
     if len(stacked) > 1:
         log(f"training {len(stacked)} networks as one stacked ensemble on {device}")
+        stack_store = stack_checkpoints(results, shard, stacked, code_sha, data_shas, device,
+                                        checkpoint_every, progress.prefixed("stack"))
         try:
             trained = train_stacked(stacked, [data_of(run) for run in stacked], device,
-                                    progress.prefixed("stack"))
+                                    progress.prefixed("stack"), checkpoints=stack_store)
         except Exception:  # e.g. out of memory: fall back to one after another
             log(f"stacked training failed; training one after another:\n{traceback.format_exc()}")
         else:
@@ -167,6 +195,7 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
                 save(run, model, result)
                 checkpoints_of(run).clear()  # any were of a run one after another
                 progress.done(f"run {run.id}: {result.status} after {result.steps} steps")
+            stack_store.clear()  # only now that every member is sealed (it keeps none)
             todo = [run for run in todo if run not in stacked]
     for run in todo:
         progress.start(f"run {run.id}: {run}")
@@ -187,6 +216,9 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
             f"{len(failures)} of {len(runs)} networks of shard {shard} failed to train: "
             f"{', '.join(failures)} (tracebacks above). The {len(runs) - len(failures)} others "
             "are saved and will be reused when the job runs again.")
+    # A stack's checkpoint left by stacked training that failed (and fell back to one after
+    # another) or by an earlier stack of other members belongs to no network now.
+    stack_checkpoints(results, shard, [], code_sha, data_shas, device, 0, log).clear()
     seal_shard(shard, runs, summaries, results)
     return summaries
 
