@@ -41,7 +41,10 @@ class Interrupted(Exception):
 
 
 class InterruptedAt(CheckpointStore):
-    """A CheckpointStore whose training is 'killed' right after it saves step ``stop_at``."""
+    """A CheckpointStore whose training is 'killed' right after it saves step ``stop_at``,
+    by raising ``interruption`` (subclasses choose one that train_shard does not catch)."""
+
+    interruption: type[BaseException] = Interrupted
 
     def __init__(self, *args, stop_at=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,7 +53,7 @@ class InterruptedAt(CheckpointStore):
     def save(self, step, state):
         super().save(step, state)
         if step == self.stop_at:
-            raise Interrupted(step)
+            raise self.interruption(step)
 
 
 def run_spec(optimizer="adam", augment=False, **changes):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_checkpoints import InterruptedAt
 
 from workflow_src.checkpoints import POINTER, CheckpointStore
 from workflow_src.data.corrupt import make_corrupted
@@ -34,17 +35,10 @@ class Killed(BaseException):
     no failure train_shard could catch and fall back from)."""
 
 
-class KilledAt(CheckpointStore):
-    """A CheckpointStore whose training is 'killed' right after it saves step ``stop_at``."""
+class KilledAt(InterruptedAt):
+    """test_checkpoints' InterruptedAt, killing with a BaseException."""
 
-    def __init__(self, *args, stop_at=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.stop_at = stop_at
-
-    def save(self, step, state):
-        super().save(step, state)
-        if step == self.stop_at:
-            raise Killed(step)
+    interruption = Killed
 
 
 def spec(noise):
