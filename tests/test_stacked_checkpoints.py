@@ -6,20 +6,18 @@ log line and training starts from step 0; a shard's job killed mid-stack resumes
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
-from test_checkpoints import InterruptedAt
+from test_checkpoints import InterruptedAt, assert_same_files
+from test_checkpoints import checkpoint_files as files  # noqa: I001 (an alias)
 
 from workflow_src.checkpoints import POINTER, CheckpointStore
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.ensemble import train_stacked
 from workflow_src.integrity import write_store
-from workflow_src.models import load_model
 from workflow_src.runtable import DataSpec, RunSpec
 from workflow_src.train_shard import shard_record, stack_checkpoints, train_shard
 
@@ -101,10 +99,6 @@ def assert_same_stack(got, want):
         for (name, a), b in zip(model.state_dict().items(), model_ref.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True,
                                        msg=f"member {k}: {name}")
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).exists() else []
 
 
 # --- train_stacked ----------------------------------------------------------------------
@@ -232,36 +226,28 @@ def shard_stores(folder, digits):
     return stores
 
 
-def assert_same_files(reference: Path, folder: Path):
-    assert files(folder) == ["curve.csv", "model.pt", "train.json"]
-    a, b = load_model(reference / "model.pt"), load_model(folder / "model.pt")
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), name
-    curves = [pd.read_csv(f / "curve.csv").drop(columns="seconds") for f in (reference, folder)]
-    pd.testing.assert_frame_equal(*curves)
-    summaries = [{k: v for k, v in json.loads((f / "train.json").read_text()).items()
-                  if k not in ("seconds", "contents", "record_sha256")}
-                 for f in (reference, folder)]
-    assert summaries[0] == summaries[1]
+def kill_the_stack_at(monkeypatch, stop_at: int):
+    """train_shard's stack 'killed' right after its checkpoint at ``stop_at`` is written
+    (members trained one after another checkpoint as usual)."""
+    from workflow_src import train_shard as module
+    real_save = CheckpointStore.save
+
+    def killed(self, step, state):
+        real_save(self, step, state)
+        if "stack" in self.identity and step == stop_at:
+            raise Killed(step)
+
+    monkeypatch.setattr(module.CheckpointStore, "save", killed)
 
 
 def test_a_shard_job_killed_mid_stack_resumes_to_the_uninterrupted_networks(
         tmp_path, digits, monkeypatch):
-    from workflow_src import train_shard as module
-
     runs, shard = shard_members(), "s" * 12
     reference, results = tmp_path / "reference", tmp_path / "results"
     train_shard(shard, runs, shard_stores(reference, digits), reference, CPU, True, QUIET,
                 checkpoint_every=0)
     stores = shard_stores(results, digits)
-    real_save = CheckpointStore.save
-
-    def killed_at_40(self, step, state):
-        real_save(self, step, state)
-        if "stack" in self.identity and step == 40:
-            raise Killed(step)
-
-    monkeypatch.setattr(module.CheckpointStore, "save", killed_at_40)
+    kill_the_stack_at(monkeypatch, 40)
     with pytest.raises(Killed):
         train_shard(shard, runs, stores, results, CPU, True, QUIET, checkpoint_every=20)
     monkeypatch.undo()
@@ -282,18 +268,9 @@ def test_a_stack_checkpoint_left_behind_is_removed_when_the_shard_is_sealed(
         tmp_path, digits, monkeypatch):
     """Killed mid-stack, then run one after another: the stack's checkpoint belongs to no
     network any more and is removed with the shard's record written."""
-    from workflow_src import train_shard as module
-
     runs, shard = shard_members(), "s" * 12
     stores = shard_stores(tmp_path, digits)
-    real_save = CheckpointStore.save
-
-    def killed_at_20(self, step, state):
-        real_save(self, step, state)
-        if "stack" in self.identity and step == 20:
-            raise Killed(step)
-
-    monkeypatch.setattr(module.CheckpointStore, "save", killed_at_20)
+    kill_the_stack_at(monkeypatch, 20)
     with pytest.raises(Killed):
         train_shard(shard, runs, stores, tmp_path, CPU, True, QUIET, checkpoint_every=20)
     monkeypatch.undo()
