@@ -65,7 +65,10 @@ METRIC_SETTINGS = {
     "jacobian": {"n_points": N_POINTS},
     "translation": {"n_points": min(MEASURE["transitions"]["n_points"], N_POINTS),
                     "k_sampled": MEASURE["transitions"]["k_sampled"],
-                    "jacobian_positions": MEASURE["transitions"]["jacobian_positions"]},
+                    "jacobian_positions": MEASURE["transitions"]["jacobian_positions"],
+                    # only when on: the translation stores of studies without CNN walks
+                    # keep their names
+                    **({"exact_cnn": True} if MEASURE["transitions"]["exact_cnn"] else {})},
     "ellipses": dict(MEASURE["ellipses"]),
     "bounds": {"n_points": N_POINTS},
 }

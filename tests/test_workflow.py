@@ -169,6 +169,19 @@ def test_one_metric_setting_recomputes_only_that_metric(study):
     assert not {"train", "measure_jacobian", "measure_translation"} & set(jobs)
 
 
+def test_exact_cnn_walks_enter_the_translation_store_only_when_on(study):
+    """measure.transitions.exact_cnn at its default leaves the translation stores' names
+    (and so every existing study's cache) as they were; switched on, it re-measures the
+    translation stores only."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["measure"].setdefault("transitions", {})["exact_cnn"] = False
+    assert "Nothing to be done" in snakemake(study, config, "-n").stdout
+    config["measure"]["transitions"]["exact_cnn"] = True
+    jobs = planned_jobs(snakemake(study, config, "-n").stdout)
+    assert jobs["measure_translation"] == 2, jobs  # one job a shard
+    assert not {"train", "measure_jacobian", "measure_ellipses"} & set(jobs), jobs
+
+
 def test_enabling_an_indicator_measures_only_it(study):
     """A new metric is its own rule and store: switching it on never retrains and never
     recomputes another metric, and switching it off again finds everything up to date."""

@@ -43,7 +43,7 @@ def jacobian(model, data, settings, job) -> xr.Dataset:
 def translation(model, data, settings, job) -> xr.Dataset:
     x, _ = _test_points(data, settings["n_points"], job.device)
     return translation_metrics(model, x, settings["k_sampled"], settings["jacobian_positions"],
-                               job.chunk_size)
+                               job.chunk_size, exact_cnn=settings.get("exact_cnn", False))
 
 
 def ellipses(model, data, settings, job) -> xr.Dataset:

@@ -17,6 +17,7 @@ import xarray as xr
 
 from ..models import BREAKPOINTS, MLP, is_mlp
 from . import bounds
+from .cnn_walk import exact_transitions_cnn_polygons, walk_problem
 from .jacobian import jacobian_norms, true_class_jacobian_norm
 from .trajectories import draw_ellipses, ellipse_points, polygon_points, translation_polygon
 from .transitions import (
@@ -27,12 +28,34 @@ from .transitions import (
 )
 
 NO_PIECES = "activation {!r} is smooth: transitions are undefined and stored as NaN"
-# The exact walk (transitions.py) follows an MLP's layers one by one; a CNN's regions are
-# counted by the sampled estimator only.
-CNN_SAMPLED_ONLY = (
-    "architecture {!r}: transitions_exact and ellipse_transitions are stored as NaN (the "
-    "exact walk is implemented for MLPs); transitions_sampled counts changes of the code of "
+# A CNN whose every nonlinearity is piecewise linear (inception_small, wrn) can be walked
+# exactly along segments by cnn_walk.py, but a translation polygon crosses ~5e5 (WRN-10-1) to
+# ~3e6 (inception_small) code changes on 28 x 28 inputs, ~40 min to ~40 h per point on one CPU
+# thread: so it is opt-in (measure.transitions.exact_cnn) and transitions_exact is NaN without it.
+CNN_EXACT = (
+    "architecture {!r}: transitions_exact is exact, the count of code changes of every "
+    "activation unit and max-pool argmax along the translation polygon found by walking it "
+    "region by region (cnn_walk.py; the k -> infinity limit of transitions_sampled, which "
+    "counts the same codes at k points); ellipse_transitions are stored as NaN (ellipses are "
+    "curved paths, and the CNN walk follows straight segments only)")
+CNN_EXACT_OFF = (
+    "architecture {!r}: transitions_exact and ellipse_transitions are stored as NaN: the "
+    "exact walk of this piecewise-linear CNN (cnn_walk.py) costs ~40 min (wrn) to ~40 h "
+    "(inception_small) per point on 28 x 28 inputs and is switched on by "
+    "measure.transitions.exact_cnn: true; transitions_sampled counts changes of the code of "
     "every activation unit and max-pool argmax (cnns.py), a lower bound on the exact count")
+# AlexNet's local response normalisation is smooth: no exact walk.
+CNN_NOT_PIECEWISE_LINEAR = (
+    "architecture {!r}: transitions_exact and ellipse_transitions are stored as NaN: its "
+    "local response normalisation (LRN) is smooth, so the regions of fixed activation and "
+    "max-pool pattern are not linear regions and the exact walk's argument (cnn_walk.py) "
+    "does not hold; transitions_sampled counts changes of the code of every activation unit "
+    "and max-pool argmax (cnns.py), a lower bound on the number of code changes")
+# Ellipses are curved: no CNN is walked along them.
+CNN_ELLIPSES = (
+    "architecture {!r}: ellipse_transitions are stored as NaN: the exact walk follows "
+    "ellipses for MLPs only (cnn_walk.py walks a piecewise-linear CNN along straight "
+    "segments, and ellipses are curved)")
 CNN_CHUNK = 256  # sample points per CNN pass (a float64 pass keeps every feature map)
 ANCHOR_ANGLES = (0.0, 2 * math.pi / 3, 4 * math.pi / 3)  # where the ellipse meets p0, p1, p2
 
@@ -45,11 +68,28 @@ def _walks_exactly(model) -> bool:
     return _has_pieces(model) and is_mlp(model)
 
 
-def _note(model) -> dict:
+def _walks_cnn_exactly(model) -> bool:
+    """A CNN whose every nonlinearity is piecewise linear (cnn_walk.py walks its polygons)."""
+    return _has_pieces(model) and not is_mlp(model) and walk_problem(model) is None
+
+
+def _note(model, exact_cnn: bool) -> dict:
     if not _has_pieces(model):
         return {"note": NO_PIECES.format(model.spec.activation)}
     if not is_mlp(model):
-        return {"note": CNN_SAMPLED_ONLY.format(model.spec.architecture)}
+        if not _walks_cnn_exactly(model):
+            note = CNN_NOT_PIECEWISE_LINEAR
+        else:
+            note = CNN_EXACT if exact_cnn else CNN_EXACT_OFF
+        return {"note": note.format(model.spec.architecture)}
+    return {}
+
+
+def _ellipse_note(model) -> dict:
+    if not _has_pieces(model):
+        return {"note": NO_PIECES.format(model.spec.activation)}
+    if not is_mlp(model):
+        return {"note": CNN_ELLIPSES.format(model.spec.architecture)}
     return {}
 
 
@@ -63,13 +103,17 @@ def _sampled_polygon(model64, vertices: torch.Tensor, k: int) -> int:
 
 
 def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
-                        jacobian_positions: int, chunk_size: int) -> xr.Dataset:
+                        jacobian_positions: int, chunk_size: int,
+                        exact_cnn: bool = False) -> xr.Dataset:
     """Per test point, along its translation trajectory (Novak §3.2, §4.1).
 
     x (P, C, H, W). transitions_exact walks the closed polygon of the W horizontal cyclic
     shifts; transitions_sampled is the paper's estimator with k_sampled points;
     trajectory_jacobian_norm is ‖J‖_F averaged over ``jacobian_positions`` equally spaced
     points of the polygon (the vertices and the points between them).
+
+    ``exact_cnn`` walks a piecewise-linear CNN's polygons exactly too (cnn_walk.py; hours per
+    point); without it their transitions_exact is NaN. An MLP is always walked.
     """
     sampled, mean_jac = [], []
     s_jac = torch.arange(jacobian_positions, dtype=torch.float64) / jacobian_positions
@@ -79,8 +123,13 @@ def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
     model64 = copy.deepcopy(model).double()
     polygons = [translation_polygon(image) for image in x]  # P of (W, C, H, W)
     # Every point's polygon walked in lockstep: one batched region pass per step.
-    exact = ([walk.count for walk in exact_transitions_polygons(model, polygons)]
-             if _walks_exactly(model) else [np.nan] * len(polygons))
+    if _walks_exactly(model):
+        exact = [walk.count for walk in exact_transitions_polygons(model, polygons)]
+    elif exact_cnn and _walks_cnn_exactly(model):  # on the float64 copy, float64 vertices
+        exact = [walk.count for walk in exact_transitions_cnn_polygons(
+            model64, [vertices.double() for vertices in polygons])]
+    else:
+        exact = [np.nan] * len(polygons)
     for vertices in polygons:
         sampled.append(_sampled_polygon(model64, vertices.double(), k_sampled)
                        if _has_pieces(model) else np.nan)
@@ -92,7 +141,7 @@ def translation_metrics(model: MLP, x: torch.Tensor, k_sampled: int,
          "trajectory_jacobian_norm": ("point", np.asarray(mean_jac))},
         coords={"point": np.arange(len(x))},
         attrs={"k_sampled": k_sampled, "jacobian_positions": jacobian_positions,
-               "n_shifts": int(x.shape[-1]), **_note(model)},
+               "n_shifts": int(x.shape[-1]), **_note(model, exact_cnn)},
     )
 
 
@@ -121,7 +170,7 @@ def ellipse_metrics(model: MLP, train_x: torch.Tensor, train_y: torch.Tensor, pe
         variables,
         coords={"ellipse_kind": ("ellipse", kinds), "angle": ("position", angles.numpy())},
         attrs={"anchor_angles": list(ANCHOR_ANGLES), "seed": seed,
-               "at_initialization": initial_model is not None, **_note(model)},
+               "at_initialization": initial_model is not None, **_ellipse_note(model)},
     )
 
 
