@@ -29,6 +29,15 @@ starts from the beginning.
 When the network is saved (and sealed by its train.json), its checkpoints are deleted,
 except those at the steps of ``keep``, which stay as ``checkpoint-<step>.pt`` and are listed
 with their digests in ``checkpoints.json`` (a sealed record, integrity.py).
+
+Stopping on a signal: a training job runs inside ``stop_on_signals()``, which turns SIGTERM
+(what SLURM sends at a job's time limit, ``KillWait`` seconds, 30 by default, before
+SIGKILL; and what ``scancel`` and most schedulers send) and SIGINT into a request. The
+training loops check ``stop_requested()`` after every step: they finish the step, save a
+checkpoint of it whatever ``every`` says (``CheckpointStore.stop``), and raise
+``TrainingStopped``, so the re-run resumes from the step the signal arrived at instead of the
+last periodic checkpoint. A member that has just finished is saved first; the job stops
+before the next member.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,6 +60,47 @@ KEPT = "checkpoints.json"
 FILE = re.compile(r"^checkpoint-(\d+)\.pt$")
 PARTIAL = re.compile(r"^\.checkpoint.*\.partial$")
 CODE_SHA = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stop = {"signal": None}  # the signal that asked training to stop, once one has
+
+
+class TrainingStopped(BaseException):
+    """Training stopped on a signal after saving a checkpoint. A BaseException, so that the
+    handlers that catch a member's failure (``except Exception``) let it through: the job
+    stops, it is not a failure of the member."""
+
+    def __init__(self, signum: int, step: int | None = None):
+        self.signum, self.step = signum, step
+        where = f" after step {step}, checkpoint saved" if step is not None else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name}{where}")
+
+
+def stop_requested() -> int | None:
+    """The signal that asked training to stop (inside ``stop_on_signals``), else None."""
+    return _stop["signal"]
+
+
+def raise_if_stop_requested() -> None:
+    """Between networks: stop the job if a signal asked to (nothing is in progress)."""
+    if _stop["signal"] is not None:
+        raise TrainingStopped(_stop["signal"])
+
+
+@contextmanager
+def stop_on_signals(signals=STOP_SIGNALS):
+    """While inside, the signals only record a request to stop (see the module doc); the
+    previous handlers come back on leaving. Main thread only (Python's signal rule)."""
+    def request(signum, frame):
+        _stop["signal"] = signum
+    previous = {signum: signal.signal(signum, request) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stop["signal"] = None
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -161,6 +213,15 @@ class CheckpointStore:
         previous, self.current = self.current, path
         if previous is not None and previous != path and not self._kept(previous):
             previous.unlink(missing_ok=True)
+
+    def stop(self, step: int, state) -> None:
+        """A stop was requested after ``step``: save its state (``state()`` builds it) unless
+        that step's checkpoint is already the latest, then raise TrainingStopped."""
+        if self.current != checkpoint_path(self.folder, step):
+            self.save(step, state())
+        self.log(f"stop requested ({signal.Signals(stop_requested()).name}): checkpoint "
+                 f"saved at step {step}; the re-run resumes from it")
+        raise TrainingStopped(stop_requested(), step)
 
     # --- when the network is saved ----------------------------------------------------------
 

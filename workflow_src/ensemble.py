@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from .checkpoints import CheckpointStore
+from .checkpoints import CheckpointStore, stop_requested
 from .models import ACTIVATIONS, MLP, ModelSpec, build_model
 from .runtable import RunSpec
 from .train import (
@@ -279,6 +279,8 @@ class _StackedTraining:
             # Once every member has stopped, the networks are saved right after: no checkpoint.
             if checkpoints is not None and self.active and checkpoints.due(step):
                 checkpoints.save(step, self.state(step, cursor))
+            if checkpoints is not None and self.active and stop_requested():  # SIGTERM
+                checkpoints.stop(step, lambda: self.state(step, cursor))
         return [(model, result) for model, result in zip(self.models, self.results)]
 
     # --- checkpoints ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
-from .checkpoints import CheckpointStore
+from .checkpoints import CheckpointStore, stop_requested
 from .models import ModelSpec, build_model
 from .runtable import RunSpec
 
@@ -309,6 +309,9 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
                 not last or step in checkpoints.keep):
             checkpoints.save(step, training_state(step, status, order, cursor, curve, model,
                                                   optimizer, generator, start))
+        if checkpoints is not None and not last and stop_requested():  # SIGTERM: save, stop
+            checkpoints.stop(step, lambda: training_state(step, status, order, cursor, curve,
+                                                          model, optimizer, generator, start))
     return model, finish(status or "unconverged", step, curve, checkpoint(step))
 
 

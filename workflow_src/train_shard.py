@@ -35,6 +35,11 @@ deleted (a job killed while they are being saved reuses those already saved and 
 others again from step 0, as a smaller stack). Stacked members keep no checkpoints
 (``keep_checkpoints`` applies to members trained one after another; snapshots regenerate
 stacked members' steps).
+
+On SIGTERM or SIGINT (inside checkpoints.stop_on_signals, as the rule's script runs it) the
+member or stack in training saves a checkpoint of the step it is at and the job stops with
+checkpoints.TrainingStopped; members already finished are saved, and the re-run reuses them
+and resumes the rest.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import torch
 
 from . import integrity
 from .adapter import TRAIN_SUMMARY_KEYS, Progress, code_version
-from .checkpoints import CheckpointStore
+from .checkpoints import CheckpointStore, raise_if_stop_requested
 from .ensemble import stackable, train_stacked
 from .models import save_model
 from .runtable import RunSpec
@@ -181,6 +186,7 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
             progress.done(f"run {run.id}: reused ({summary['status']}, {summary['steps']} steps)")
     failures: dict[str, str] = {}
     stacked = [run for run in todo if stackable(run)] if stack else []
+    raise_if_stop_requested()
     if len(stacked) > 1:
         log(f"training {len(stacked)} networks as one stacked ensemble on {device}")
         stack_store = stack_checkpoints(results, shard, stacked, code_sha, data_shas, device,
@@ -198,6 +204,7 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
             stack_store.clear()  # only now that every member is sealed (it keeps none)
             todo = [run for run in todo if run not in stacked]
     for run in todo:
+        raise_if_stop_requested()  # a signal arrived while the previous member finished
         progress.start(f"run {run.id}: {run}")
         try:
             checkpoints = checkpoints_of(run)
