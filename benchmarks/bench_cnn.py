@@ -32,17 +32,18 @@ Rows: on the CPU one per network and augmentation. On CUDA three variants each:
                  converts the CNNs to channels_last; there is no NCHW train());
   channels_last  plain with the network and each batch in channels_last vs the same train()
                  timing as the row above (measured once);
-  bf16           both under torch.autocast("cuda", dtype=torch.bfloat16): the plain
-                 forward and loss inside it, backward outside; train() called inside it
-                 (its backward then runs in the context too, which autocast allows).
-Without a visible GPU the CUDA rows are skipped with a note. On the CPU too, train()'s crop
+  bf16           bfloat16 autocast: the plain loop's forward and loss inside
+                 torch.autocast(dtype=torch.bfloat16), backward outside; train() with the
+                 run's mixed_precision on (training.mixed_precision), which does the same.
+Without a visible GPU the CUDA rows are skipped with a note. --cpu-bf16 adds the bf16 row on
+the CPU (CPU autocast; bfloat16 pays only where the hardware has fast bfloat16 units). On the CPU too, train()'s crop
 batches reach the network in channels_last memory (random_crops gathers from an NHWC view),
 while the plain loop's stacked crops and both loops' uncropped batches are NCHW. The ratio is gensens steps/s
 over plain steps/s (> 1: gensens faster). No timing is asserted.
 
     .venv/bin/python benchmarks/bench_cnn.py [--quick] [--threads 1] [--batch 128]
         [--devices cpu,cuda] [--archs alexnet_small,inception_small,inception_small_nobn,
-        wrn-10-1,wrn-16-2] [--seconds 8] [--min-steps 4]
+        wrn-10-1,wrn-16-2] [--seconds 8] [--min-steps 4] [--cpu-bf16]
 
 The default run takes about 4-5 minutes on one thread of this 2-core CPU (4 min 20 s on a
 shared one); --quick (batches of 32, K >= 3, 0.5 s windows) under a minute (44 s).
@@ -102,14 +103,16 @@ def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> xr.Dataset:
         attrs={"n_classes": 10})
 
 
-def make_run(net: Net, data: xr.Dataset, batch: int, augment, max_steps: int) -> RunSpec:
+def make_run(net: Net, data: xr.Dataset, batch: int, augment, max_steps: int,
+             mixed_precision: bool = False) -> RunSpec:
     spec = DataSpec("synthetic_cifar", data.sizes["train"], data.sizes["test"], "none", 0.0,
                     0, False, False)
     return RunSpec(data=spec, width=net.width, depth=net.depth, activation="relu", bias=True,
                    optimizer="momentum", learning_rate=0.01, batch_size=batch,
                    augment=augment, seed=0, target_train_acc=UNREACHABLE,
                    max_steps=max_steps, eval_every=max_steps,
-                   architecture=net.architecture, batch_norm=net.batch_norm)
+                   architecture=net.architecture, batch_norm=net.batch_norm,
+                   mixed_precision=mixed_precision)
 
 
 def sync(device: torch.device) -> None:
@@ -165,7 +168,9 @@ def plain_loop(run: RunSpec, data: xr.Dataset, device: torch.device, variant: st
                                          batch_size=run.batch_size, shuffle=True,
                                          drop_last=True,
                                          generator=torch.Generator().manual_seed(run.seed))
-    memory = torch.channels_last if variant in ("channels_last", "bf16") else None
+    # On CUDA bf16 runs channels_last, as train() does there; on the CPU train() is NCHW.
+    memory = (torch.channels_last if variant == "channels_last"
+              or (variant == "bf16" and device.type == "cuda") else None)
     model = build_model(model_spec_for(run, data), run.seed, device)
     if memory is not None:
         model = model.to(memory_format=memory)
@@ -200,12 +205,10 @@ def plain_loop(run: RunSpec, data: xr.Dataset, device: torch.device, variant: st
 def gensens_loop(net: Net, data: xr.Dataset, batch: int, augment, device: torch.device,
                  variant: str, warmup: int, k: int) -> float:
     """Steps per second of train.train over updates warmup+1 .. warmup+k."""
-    run = make_run(net, data, batch, augment, max_steps=warmup + k + 1)
+    run = make_run(net, data, batch, augment, max_steps=warmup + k + 1,
+                   mixed_precision=variant == "bf16")
     clock = StepClock(warmup, warmup + k, device)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if variant == "bf16"
-                else contextlib.nullcontext())
-    with autocast:
-        train(run, data, device, log=lambda *_: None, checkpoints=clock)
+    train(run, data, device, log=lambda *_: None, checkpoints=clock)
     return clock.steps_per_second()
 
 
@@ -220,6 +223,8 @@ def main() -> None:
                         help="comma-separated; cuda rows are skipped without a GPU")
     parser.add_argument("--archs", default=",".join(NETS), help=f"any of {', '.join(NETS)}")
     parser.add_argument("--augment", default="off,crop", help="off, crop or both")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="add the bf16 autocast row on the CPU too")
     parser.add_argument("--seconds", type=float, default=None,
                         help="timed window of the plain loop (default 8; 0.5 with --quick)")
     parser.add_argument("--min-steps", type=int, default=None,
@@ -265,8 +270,10 @@ def main() -> None:
             for device in devices:
                 run = make_run(net, data, batch, augment, max_steps=1)
                 params = parameter_count(build_model(model_spec_for(run, data), run.seed))
-                variants = ("fp32",) if device.type == "cpu" else ("fp32", "channels_last",
-                                                                   "bf16")
+                if device.type == "cpu":
+                    variants = ("fp32", "bf16") if args.cpu_bf16 else ("fp32",)
+                else:
+                    variants = ("fp32", "channels_last", "bf16")
                 gensens_fp32 = None
                 for variant in variants:
                     plain, k = plain_loop(run, data, device, variant, args.warmup, min_steps,

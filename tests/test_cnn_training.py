@@ -118,3 +118,74 @@ def test_a_shard_of_cnns_trains_one_after_another_even_when_stacking_is_asked(
         loaded = load_model(tmp_path / "runs" / run.id / "model.pt")
         for a, b in zip(alone.state_dict().values(), loaded.state_dict().values()):
             assert torch.equal(a, b)
+
+
+# --- mixed precision (training.mixed_precision) -------------------------------------------
+
+def forward_dtypes(model):
+    """The dtypes of the first convolution's outputs, pass by pass, in training (True) or
+    evaluation (False) mode."""
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, out: seen.append((module.training,
+                                                                         out.dtype)))
+    return seen
+
+
+@pytest.mark.parametrize("architecture, width, depth", [("inception_small", 0, 0),
+                                                        ("wrn", 1, 10)])
+def test_mixed_precision_trains_in_bfloat16_and_evaluates_in_float32(
+        cifar, monkeypatch, architecture, width, depth):
+    """Under training.mixed_precision the training passes' convolutions run in bfloat16
+    (torch.autocast, here on the CPU), the learning curve's evaluations and the weights stay
+    float32, the network learns, and it differs from the float32 network (autocast was on)."""
+    from workflow_src import train as module
+
+    watched = []  # per network built: its first convolution's (mode, output dtype)s
+    real_build = module.build_model
+
+    def build_and_watch(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        watched.append(forward_dtypes(model))
+        return model
+
+    monkeypatch.setattr(module, "build_model", build_and_watch)
+    run = cnn_run(architecture, width=width, depth=depth, max_steps=24, eval_every=12,
+                  learning_rate=0.05, mixed_precision=True)
+    model, result = train(run, cifar, CPU, log=QUIET)
+    (passes,) = watched
+    assert {dtype for training, dtype in passes if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in passes if not training} == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert np.isfinite(result.train_loss) and result.train_loss < result.curve[0]["train_loss"]
+    monkeypatch.undo()
+    plain, _ = train(cnn_run(architecture, width=width, depth=depth, max_steps=24,
+                             eval_every=12, learning_rate=0.05), cifar, CPU, log=QUIET)
+    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                    plain.state_dict().values()))
+
+
+def test_a_mixed_precision_cnn_resumes_to_the_uninterrupted_network(cifar, tmp_path):
+    run = cnn_run("wrn", width=1, depth=10, max_steps=12, eval_every=4, mixed_precision=True)
+    alone, alone_result = train(run, cifar, CPU, log=QUIET)
+    with pytest.raises(Interrupted):
+        train(run, cifar, CPU, log=QUIET,
+              checkpoints=InterruptedAt(tmp_path, IDENTITY, 3, stop_at=6, log=QUIET))
+    resumed, result = train(run, cifar, CPU, log=QUIET,
+                            checkpoints=CheckpointStore(tmp_path, IDENTITY, 3, log=QUIET))
+    assert_same_network(resumed, result, alone, alone_result)
+
+
+def test_mixed_precision_lbfgs_and_mlp_train(cifar):
+    """The other forward paths: L-BFGS's closure and an MLP, under autocast."""
+    for run in (cnn_run("wrn", width=1, depth=10, optimizer="lbfgs", learning_rate=0.5,
+                        batch_size=40, augment=False, max_steps=4, eval_every=2,
+                        lr_schedule="constant", lr_decay=None, weight_decay=0.0,
+                        mixed_precision=True),
+                cnn_run("mlp", width=32, depth=1, batch_norm=False, optimizer="adam",
+                        augment=False, max_steps=20, eval_every=10, lr_schedule="constant",
+                        lr_decay=None, weight_decay=0.0, mixed_precision=True)):
+        model, result = train(run, cifar, CPU, log=QUIET)
+        assert np.isfinite(result.train_loss), run
+        assert result.train_loss < result.curve[0]["train_loss"], run
+        assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -86,6 +86,24 @@ def test_a_setting_that_changes_the_network_changes_the_id(axes):
     assert changed.id != plain.id
 
 
+def test_mixed_precision_enters_the_id_only_when_on():
+    config = _study("config.yaml")
+    config["grid"] = {**_default_block(), "label_noise": [0.0], "width": [64], "depth": [1]}
+    ids = {}
+    for value in (None, False, True):
+        study = copy.deepcopy(config)
+        if value is not None:
+            study["training"]["mixed_precision"] = value
+        (run,) = build_run_table(validate_config(study)).values()
+        assert run.mixed_precision is bool(value)
+        ids[value] = run.id
+    assert ids[None] == ids[False] != ids[True]
+    study = copy.deepcopy(config)
+    study["training"]["mixed_precision"] = "bf16"
+    with pytest.raises(Exception, match="mixed_precision"):
+        validate_config(study)
+
+
 def test_axes_that_do_not_apply_collapse_instead_of_repeating_a_network():
     # alexnet_small has a published size: two widths are one network; adam has no momentum.
     runs = _runs(architecture=["alexnet_small"], width=[64, 256], depth=[1, 2])
@@ -238,7 +256,8 @@ def test_stacked_training_refuses_what_it_does_not_implement():
     assert stackable(_spec())
     for changes in ({"weight_decay": 1e-4}, {"lr_schedule": "exponential", "lr_decay": 0.9},
                     {"optimizer": "lbfgs"}, {"architecture": "wrn", "batch_norm": True},
-                    {"optimizer": "momentum", "momentum": 0.5}, {"augment": "crop"}):
+                    {"optimizer": "momentum", "momentum": 0.5}, {"augment": "crop"},
+                    {"mixed_precision": True}):
         assert not stackable(_spec(**changes)), changes
 
 

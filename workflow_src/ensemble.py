@@ -66,7 +66,8 @@ def stackable(run: RunSpec) -> bool:
     """Whether train_stacked can train this run."""
     return (run.architecture == "mlp" and run.optimizer in STACKABLE_OPTIMIZERS
             and run.momentum is None and run.weight_decay == 0
-            and run.lr_schedule == "constant" and run.augment in (True, False))
+            and run.lr_schedule == "constant" and run.augment in (True, False)
+            and not run.mixed_precision)
 # Gathered input values per evaluation pass, over all members (2^25 floats: 128 MiB in
 # float32), so evaluating thousands of members stays within memory.
 EVAL_BUDGET = 2 ** 25

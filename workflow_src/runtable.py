@@ -64,6 +64,7 @@ def architecture_problem(architecture: str, input_shape, width: int, depth: int)
 LEGACY_DEFAULTS = {
     "architecture": "mlp", "batch_norm": False, "momentum": None, "weight_decay": 0.0,
     "lr_schedule": "constant", "lr_decay": None, "lr_milestones": (), "lr_gamma": None,
+    "mixed_precision": False,
 }
 
 
@@ -117,6 +118,7 @@ class RunSpec:
     lr_decay: float | None = None  # exponential: factor per epoch
     lr_milestones: tuple[int, ...] = ()  # multistep: the steps after which the rate drops
     lr_gamma: float | None = None  # multistep: factor at each milestone
+    mixed_precision: bool = False  # forward and backward under bfloat16 autocast (train.py)
 
     @property
     def id(self) -> str:
@@ -212,6 +214,7 @@ def build_run_table(config: dict) -> dict[str, RunSpec]:
                 lr_milestones=(tuple(train_cfg["lr_milestones"]) if schedule == "multistep"
                                else ()),
                 lr_gamma=float(train_cfg["lr_gamma"]) if schedule == "multistep" else None,
+                mixed_precision=bool(train_cfg["mixed_precision"]),
             )
             runs.setdefault(run.id, run)
     return runs

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
@@ -288,9 +289,11 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(run, step, steps_per_epoch)
         if run.optimizer == "lbfgs":
-            loss = lbfgs_step(model, optimizer, xb, yb, run.weight_decay)
+            loss = lbfgs_step(model, optimizer, xb, yb, run.weight_decay,
+                              lambda: forward_precision(run, device))
         else:
-            loss = F.cross_entropy(model(xb), yb)
+            with forward_precision(run, device):
+                loss = F.cross_entropy(model(xb), yb)
         if not torch.isfinite(loss):
             status = "diverged"
             log(f"step {step}: non-finite loss {loss.item()}; stopping as diverged")
@@ -315,12 +318,26 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
     return model, finish(status or "unconverged", step, curve, checkpoint(step))
 
 
-def lbfgs_step(model, optimizer, xb, yb, weight_decay: float) -> torch.Tensor:
+def forward_precision(run: RunSpec, device: torch.device):
+    """The context of a training forward pass: bfloat16 autocast for ``mixed_precision``
+    runs (matrix products and convolutions in bfloat16, reductions, softmax and the loss in
+    float32, as torch.autocast lists them; no loss scaling, which bfloat16's float32 range
+    does not need), else nothing. Weights and optimizer state stay float32, and backward
+    runs outside it, as PyTorch prescribes."""
+    if run.mixed_precision:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def lbfgs_step(model, optimizer, xb, yb, weight_decay: float, precision=nullcontext
+               ) -> torch.Tensor:
     """One L-BFGS iteration on the batch; returns the loss before it (the line search
-    evaluates the loss a few more times). Weight decay enters as (lambda/2) ||w||^2."""
+    evaluates the loss a few more times). Weight decay enters as (lambda/2) ||w||^2.
+    ``precision()`` is the forward pass's context (forward_precision)."""
     def closure():
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
+        with precision():
+            loss = F.cross_entropy(model(xb), yb)
         if weight_decay:
             loss = loss + 0.5 * weight_decay * sum((p * p).sum() for p in model.parameters())
         loss.backward()
