@@ -236,9 +236,13 @@ def settled(arch, width, depth, bn, shape, activation="relu", dtype=torch.float3
 
 @pytest.mark.parametrize("arch,width,depth,bn", CONFIGS)
 def test_codes_batch_independent_and_from_the_forward_pass(arch, width, depth, bn):
+    # float64 and seeded: in float32 a batch of 5 and batches of 1 take different
+    # convolution kernels, whose rounding (~1e-7) flips a unit that happens to sit that
+    # close to its breakpoint: 1 of 40 seeded float32 draws of this inception did so.
     shape = (1, 12, 12)
-    model = settled(arch, width, depth, bn, shape)
-    x = torch.randn(5, *shape)
+    model = settled(arch, width, depth, bn, shape, dtype=torch.float64)
+    x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(11),
+                    dtype=torch.float64)
     codes = model.activation_codes(x)
     assert codes.dtype == torch.int16 and codes.ndim == 2 and codes.shape[0] == 5
     assert model.activation_codes(x[:2]).shape == (2, codes.shape[1])

@@ -214,7 +214,8 @@ def build_run_table(config: dict) -> dict[str, RunSpec]:
                 lr_milestones=(tuple(train_cfg["lr_milestones"]) if schedule == "multistep"
                                else ()),
                 lr_gamma=float(train_cfg["lr_gamma"]) if schedule == "multistep" else None,
-                mixed_precision=bool(train_cfg["mixed_precision"]),
+                # (.get: run tables are also built from configs not yet validated)
+                mixed_precision=bool(train_cfg.get("mixed_precision", False)),
             )
             runs.setdefault(run.id, run)
     return runs
