@@ -308,31 +308,45 @@ def assert_same_files(reference: Path, folder: Path):
 
 # --- the workflow, killed -------------------------------------------------------------------
 
+def one_shard_study(checkpoint_every: int) -> dict:
+    """The tiny study cut to one shard of two networks fitting random labels (<= 8000 steps:
+    long enough to be interrupted in the second)."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["grid"].update(label_noise=[1.0], width=[16], depth=[1], seed=[0, 1])  # one shard
+    config["training"] = {"max_steps": 8000, "eval_every": 100,
+                          "checkpoint_every": checkpoint_every}
+    return config
+
+
+def train_command(workdir: Path, study: dict) -> list[str]:
+    """Snakemake's command for the training stage of ``study`` (written to workdir)."""
+    workdir.mkdir(exist_ok=True)
+    (workdir / "study.yaml").write_text(yaml.safe_dump(study))
+    return [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory",
+            str(workdir), "--configfile", str(workdir / "study.yaml"), "--cores", "2",
+            "--until", "train"]
+
+
+def train_reference(workdir: Path) -> list[str]:
+    """Train one_shard_study without checkpoints in workdir, uninterrupted; its run ids."""
+    done = subprocess.run(train_command(workdir, one_shard_study(0)), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = sorted(p.name for p in (workdir / "results/runs").iterdir())
+    assert len(runs) == 2 and all(checkpoint_files(workdir / "results/runs" / r)
+                                  == ["curve.csv", "model.pt", "train.json"] for r in runs)
+    return runs
+
+
 def test_killed_training_job_resumes_to_the_uninterrupted_networks(tmp_path):
     """SIGKILL to Snakemake and its training job while the 2nd member of a shard trains (the
     1st finished, the 2nd past a checkpoint); after --unlock the re-run reuses the 1st,
     resumes the 2nd, and both equal those of an uninterrupted run without checkpoints."""
-    config = copy.deepcopy(TINY_CONFIG)
-    config["grid"].update(label_noise=[1.0], width=[16], depth=[1], seed=[0, 1])  # one shard
-    config["training"] = {"max_steps": 8000, "eval_every": 100, "checkpoint_every": 500}
+    config = one_shard_study(500)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
+    runs = train_reference(reference)
 
-    def command(workdir, study):
-        workdir.mkdir(exist_ok=True)
-        (workdir / "study.yaml").write_text(yaml.safe_dump(study))
-        return [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory",
-                str(workdir), "--configfile", str(workdir / "study.yaml"), "--cores", "2",
-                "--until", "train"]
-
-    uninterrupted = {**config, "training": {**config["training"], "checkpoint_every": 0}}
-    done = subprocess.run(command(reference, uninterrupted), cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    runs = sorted(p.name for p in (reference / "results/runs").iterdir())
-    assert len(runs) == 2 and all(checkpoint_files(reference / "results/runs" / r)
-                                  == ["curve.csv", "model.pt", "train.json"] for r in runs)
-
-    first = subprocess.Popen(command(killed, config), cwd=REPO, stdout=subprocess.DEVNULL,
+    first = subprocess.Popen(train_command(killed, config), cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     folders = [killed / "results/runs" / r for r in runs]
     try:
@@ -349,10 +363,10 @@ def test_killed_training_job_resumes_to_the_uninterrupted_networks(tmp_path):
     assert len(in_progress) == 1 and (in_progress[0] / POINTER).exists()
     assert not list((killed / "results/shards").glob("*/train.json"))
 
-    unlock = subprocess.run([*command(killed, config), "--unlock"], cwd=REPO,
+    unlock = subprocess.run([*train_command(killed, config), "--unlock"], cwd=REPO,
                             capture_output=True, text=True)
     assert unlock.returncode == 0, unlock.stdout + unlock.stderr
-    resumed = subprocess.run(command(killed, config), cwd=REPO, capture_output=True,
+    resumed = subprocess.run(train_command(killed, config), cwd=REPO, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     log = "\n".join(p.read_text() for p in (killed / "results/logs/train").glob("*.log"))

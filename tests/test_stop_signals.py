@@ -6,7 +6,6 @@ for Snakemake's training job signalled as SLURM signals it (every process of the
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import signal
@@ -15,17 +14,19 @@ import time
 
 import pytest
 import torch
-import yaml
 from test_checkpoints import (
     assert_same_files,
     assert_same_network,
     checkpoint_files,
+    one_shard_study,
     run_spec,
     shard_members,
     shard_stores,
+    train_command,
+    train_reference,
 )
 from test_stacked_checkpoints import assert_same_stack, spec, stack, store
-from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG
+from workflow_helpers import REPO
 
 from workflow_src.checkpoints import (
     POINTER,
@@ -214,23 +215,12 @@ def test_sigterm_to_the_training_job_saves_and_the_rerun_resumes(tmp_path):
     time limit, KillWait seconds before SIGKILL) while the 2nd member of a shard trains,
     with no periodic checkpoints: the job saves the 2nd member's current step and exits;
     the re-run reuses the 1st, resumes the 2nd, and both equal an uninterrupted run's."""
-    config = copy.deepcopy(TINY_CONFIG)
-    config["grid"].update(label_noise=[1.0], width=[16], depth=[1], seed=[0, 1])  # one shard
-    config["training"] = {"max_steps": 8000, "eval_every": 100, "checkpoint_every": 0}
+    config = one_shard_study(0)
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    runs = train_reference(reference)
 
     def command(workdir):
-        workdir.mkdir(exist_ok=True)
-        (workdir / "study.yaml").write_text(yaml.safe_dump(config))
-        return [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory",
-                str(workdir), "--configfile", str(workdir / "study.yaml"), "--cores", "2",
-                "--until", "train"]
-
-    done = subprocess.run(command(reference), cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    runs = sorted(p.name for p in (reference / "results/runs").iterdir())
-    assert len(runs) == 2
+        return train_command(workdir, config)
 
     first = subprocess.Popen(command(stopped), cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
