@@ -69,7 +69,15 @@ from torch import nn
 
 from workflow_src.models import ACTIVATIONS, BREAKPOINTS
 
-from .transitions import ATOL, DERIV_RTOL, SAME_VERTEX, WalkResult, _codes_ahead, _segment_exits
+from .transitions import (
+    ATOL,
+    DERIV_RTOL,
+    SAME_VERTEX,
+    WalkResult,
+    _codes_ahead,
+    _segment_exits,
+    piece_slopes,
+)
 
 # Leaf modules the walk understands: affine maps, and the piecewise-linear nonlinearities
 # (the activation class of spec.activation and nn.MaxPool2d). Anything else is refused.
@@ -123,15 +131,6 @@ def check_walkable(model: nn.Module) -> None:
         raise ValueError(problem)
 
 
-def _piece_slopes(act: nn.Module, bp: torch.Tensor) -> torch.Tensor:
-    """The activation's slope on each of its P + 1 pieces, as a secant well inside it (as
-    ``transitions._Walker``: autograd's slope of hardsigmoid is 1/6 rounded to float32)."""
-    gaps = (bp[1:] - bp[:-1]) / 4
-    left = torch.cat([bp[:1] - 2, bp[:-1] + gaps, bp[-1:] + 1])
-    right = torch.cat([bp[:1] - 1, bp[1:] - gaps, bp[-1:] + 2])
-    return (act(right) - act(left)) / (right - left)
-
-
 class _Region:
     """One region pass for B paths: what the dual rules record, in execution order."""
 
@@ -177,7 +176,7 @@ class _Walker:
         self.dtype, self.atol = dtype, atol
         self.act_cls = ACTIVATIONS[model.spec.activation]
         self.bp = torch.tensor(sorted(BREAKPOINTS[model.spec.activation]), dtype=dtype)
-        self.slopes = _piece_slopes(self.act_cls(), self.bp)
+        self.slopes = piece_slopes(self.act_cls(), self.bp)
         inf = torch.tensor([math.inf], dtype=dtype)
         self.bounds = torch.cat([-inf, self.bp, inf])
 

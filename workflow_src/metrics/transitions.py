@@ -179,6 +179,17 @@ def _codes_ahead(pre, derivs, bp, atol) -> torch.Tensor:
     return (side > 0).sum(dim=0)
 
 
+def piece_slopes(act, bp: torch.Tensor) -> torch.Tensor:
+    """The activation's slope on each of its P + 1 pieces (P breakpoints ``bp``), as a secant
+    between two points well inside each piece: autograd's slope of hardsigmoid is 1/6 rounded
+    to float32, which would put the predicted crossings of deeper layers ~1e-8 off their
+    breakpoints. (Also the CNN walk's, metrics/cnn_walk.py.)"""
+    gaps = (bp[1:] - bp[:-1]) / 4
+    left = torch.cat([bp[:1] - 2, bp[:-1] + gaps, bp[-1:] + 1])
+    right = torch.cat([bp[:1] - 1, bp[1:] - gaps, bp[-1:] + 2])
+    return (act(right) - act(left)) / (right - left)
+
+
 class _Walker:
     """Evaluates one activation region: a forward pass with one-sided JVPs.
 
@@ -193,14 +204,7 @@ class _Walker:
         self.bp = _breakpoints(model, dtype, param.device)  # (P,)
         self.model = copy.deepcopy(model).to(dtype)
         self.atol = atol
-        # The activation's slope on each piece, (P + 1,), as a secant between two points well
-        # inside it: autograd's slope of hardsigmoid is 1/6 rounded to float32, which would
-        # put the predicted crossings of deeper layers ~1e-8 off their breakpoints.
-        gaps = (self.bp[1:] - self.bp[:-1]) / 4
-        left = torch.cat([self.bp[:1] - 2, self.bp[:-1] + gaps, self.bp[-1:] + 1])
-        right = torch.cat([self.bp[:1] - 1, self.bp[1:] - gaps, self.bp[-1:] + 2])
-        act = self.model.activation
-        self.slopes = (act(right) - act(left)) / (right - left)
+        self.slopes = piece_slopes(self.model.activation, self.bp)
         inf = torch.tensor([math.inf], dtype=dtype, device=param.device)
         self.bounds = torch.cat([-inf, self.bp, inf])  # piece c spans (bounds[c], bounds[c+1])
 
