@@ -263,3 +263,43 @@ def test_metrics_dataset_deterministic_chunk_free_and_consistent():
     other = P.pac_bayes_metrics(model, x, y, seed=1)
     assert any(float(other[n]) != float(ds[n]) for n in ("pac_bayes_sigma", "pac_bayes_alpha",
                                                          "pac_bayes_mag_sigma"))
+
+
+def _search(objective, key, magnitude_eps=1e-3):
+    """One of the four searches of pac_bayes_metrics, on ``objective``, at its defaults."""
+    search = dict(target=0.1, tolerance=0.01, search_max=2.0, steps=15)
+    eps = magnitude_eps if key.startswith("mag_") else None
+    if key.endswith("sigma"):
+        deviation = P.sigma_deviation(objective, 10, 0, eps)
+    else:
+        deviation = P.alpha_deviation(objective, 20, 0, eps)
+    return P.bisect_scale(deviation, **search).scale
+
+
+@pytest.mark.parametrize("order", [("sigma", "mag_sigma", "alpha", "mag_alpha"),
+                                   ("mag_alpha", "alpha", "mag_sigma", "sigma")])
+def test_searches_start_from_the_trained_weights_whatever_ran_before(order):
+    """Each search starts from (and leaves) the trained w: the same scales in any order,
+    and after a perturbed vector was loaded into the objective's network by hand (the bug
+    of searching σ′_mag around the last noise draw of the σ′ search)."""
+    model, x, y = _fitted_mlp()
+    ds = P.pac_bayes_metrics(model, x, y, seed=0)
+    objective = P.TrainingObjective(model, x, y)
+    trained = objective.weights()
+    objective._load(trained + 0.5 * torch.randn(trained.shape, dtype=torch.float64))
+    for key in order:
+        assert _search(objective, key) == float(ds[f"pac_bayes_{key}"]), key
+        assert torch.equal(objective.weights(), trained)
+        assert torch.equal(torch.cat([p.detach().reshape(-1) for p in objective.params]),
+                           trained)  # the trained weights are loaded again after each search
+    assert ds.attrs["accuracy_at_weights"] == objective.accuracy(trained) == 1.0
+
+
+def test_an_evaluation_that_raises_puts_the_trained_weights_back():
+    model, x, y = _fitted_mlp()
+    objective = P.TrainingObjective(model, x, y)
+    trained = objective.weights()
+    with pytest.raises(RuntimeError, match="inside"):
+        with objective.evaluated_at(trained + 1.0):
+            raise RuntimeError("inside the evaluation")
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in objective.params]), trained)

@@ -48,7 +48,8 @@ Precision: a float64 copy of the network (``sharpness.TrainingLoss``, whose loss
 ``jacobian.cross_entropy``), flat
 parameter vector in ``model.parameters()`` order; loss and accuracy over chunks of
 ``chunk_size`` points, so neither depends on the chunking. The caller's network is left as
-it is.
+it is. Every search starts from the trained weights (``TrainingLoss.weights``), and every
+evaluation puts them back after it, so the four searches do not depend on their order.
 """
 
 from __future__ import annotations
@@ -219,14 +220,12 @@ class TrainingObjective(TrainingLoss):
 
     @torch.no_grad()
     def accuracy(self, w: torch.Tensor) -> float:
-        w = torch.as_tensor(w, dtype=torch.float64, device=self.device)
-        if w.shape != (self.n_parameters,):
-            raise ValueError(f"expected a flat vector of {self.n_parameters}, got {w.shape}")
-        self._load(w)
         correct = 0
-        for start in range(0, self.n_points, self.chunk_size):
-            logits = self.model(self.x[start:start + self.chunk_size])
-            correct += int((logits.argmax(dim=1) == self.y[start:start + self.chunk_size]).sum())
+        with self.evaluated_at(w) as model:
+            for start in range(0, self.n_points, self.chunk_size):
+                logits = model(self.x[start:start + self.chunk_size])
+                correct += int((logits.argmax(dim=1)
+                                == self.y[start:start + self.chunk_size]).sum())
         return correct / self.n_points
 
 

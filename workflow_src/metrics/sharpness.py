@@ -48,6 +48,7 @@ number of points, so the loss is the full-set mean whatever the chunking.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Callable
@@ -80,6 +81,11 @@ class TrainingLoss:
     Works on a float64 copy of the network (the caller's network is not touched); the
     parameters are flattened in ``model.parameters()`` order. The loss is Σ_i ℓ_i / N over
     chunks of ``chunk_size`` points, so it is the full-set mean for any chunking.
+
+    ``weights()`` is always the trained w (kept from construction), and every evaluation
+    at a perturbed vector loads it only for that evaluation (``evaluated_at``) and puts w
+    back: searches run one after another (the PAC-Bayes σ′ then α′ searches) must each start
+    from the trained network, never from the last perturbation the previous one loaded.
     """
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -99,10 +105,11 @@ class TrainingLoss:
         self.chunk_size = chunk_size
         self.n_points = int(x.shape[0])
         self.n_parameters = sum(p.numel() for p in self.params)
+        self._trained = torch.cat([p.detach().reshape(-1) for p in self.params]).clone()
 
     def weights(self) -> torch.Tensor:
-        """The network's own weights as one flat float64 vector (n,)."""
-        return torch.cat([p.detach().reshape(-1) for p in self.params]).clone()
+        """The trained weights as one flat float64 vector (n,), a fresh copy."""
+        return self._trained.clone()
 
     @torch.no_grad()
     def _load(self, w: torch.Tensor) -> None:
@@ -111,20 +118,31 @@ class TrainingLoss:
             p.copy_(w[start:start + p.numel()].view_as(p))
             start += p.numel()
 
-    def __call__(self, w: torch.Tensor) -> tuple[float, torch.Tensor]:
+    @contextlib.contextmanager
+    def evaluated_at(self, w: torch.Tensor):
+        """The network with the flat vector w loaded, the trained weights back afterwards
+        (also when the evaluation raises)."""
         w = torch.as_tensor(w, dtype=torch.float64, device=self.device)
         if w.shape != (self.n_parameters,):
             raise ValueError(f"expected a flat vector of {self.n_parameters}, got {w.shape}")
         self._load(w)
+        try:
+            yield self.model
+        finally:
+            self._load(self._trained)
+
+    def __call__(self, w: torch.Tensor) -> tuple[float, torch.Tensor]:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         grad = torch.zeros(self.n_parameters, dtype=torch.float64, device=self.device)
-        for start in range(0, self.n_points, self.chunk_size):
-            xc, yc = self.x[start:start + self.chunk_size], self.y[start:start + self.chunk_size]
-            with torch.enable_grad():
-                loss_sum = cross_entropy(self.model(xc), yc).sum()
-                parts = torch.autograd.grad(loss_sum, self.params)
-            total += loss_sum.detach()
-            grad += torch.cat([g.reshape(-1) for g in parts])
+        with self.evaluated_at(w) as model:
+            for start in range(0, self.n_points, self.chunk_size):
+                xc = self.x[start:start + self.chunk_size]
+                yc = self.y[start:start + self.chunk_size]
+                with torch.enable_grad():
+                    loss_sum = cross_entropy(model(xc), yc).sum()
+                    parts = torch.autograd.grad(loss_sum, self.params)
+                total += loss_sum.detach()
+                grad += torch.cat([g.reshape(-1) for g in parts])
         return float(total / self.n_points), grad / self.n_points
 
 
