@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -189,7 +190,19 @@ def test_a_signal_between_members_stops_the_job_before_the_next(tmp_path, digits
     assert not (tmp_path / "runs" / runs[1].id).exists()
 
 
-def test_without_the_context_a_signal_is_not_caught(data, tmp_path):
+@pytest.fixture
+def python_sigint():
+    """SIGINT as Python sets it up in a foreground process: KeyboardInterrupt. A shell
+    starts background jobs (`nohup make test &`) with SIGINT ignored, and then Python
+    installs no handler; the previous handler comes back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_without_the_context_a_signal_is_not_caught(data, tmp_path, python_sigint):
     """Outside stop_on_signals nothing changes: SIGINT is Python's KeyboardInterrupt, and a
     member's failure is still a failure (MemberFailed), not a stop."""
     with pytest.raises(KeyboardInterrupt):
@@ -198,6 +211,21 @@ def test_without_the_context_a_signal_is_not_caught(data, tmp_path):
                                       log=QUIET))
     assert issubclass(TrainingStopped, BaseException)
     assert not issubclass(TrainingStopped, Exception) and issubclass(MemberFailed, Exception)
+
+
+def test_the_sigint_test_passes_in_a_background_job_and_leaves_sigint_ignored():
+    """`nohup make test &`: the shell starts the job with SIGINT ignored, and a child
+    inherits that. The test above still passes, and gives the ignored SIGINT back."""
+    script = ("import signal, sys, pytest\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "status = pytest.main(['-q', '-p', 'no:cacheprovider', sys.argv[1]])\n"
+              "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN, 'not restored'\n"
+              "sys.exit(status)\n")
+    test = f"{__file__}::test_without_the_context_a_signal_is_not_caught"
+    result = subprocess.run([sys.executable, "-c", script, test], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout, result.stdout
 
 
 # --- the workflow, signalled as SLURM signals a job at its time limit ------------------------
