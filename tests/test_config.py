@@ -7,13 +7,15 @@ import copy
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import immutables
 import pytest
 import yaml
 from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG, planned_shards
 
-from workflow_src.config import (ConfigError, load_schema, load_study, read_study_file,
+from workflow_src.config import (ConfigError, load_schema, load_study, main, read_study_file,
                                  study_files, validate_config)
 from workflow_src.runtable import HYPERPARAMETERS, REQUIRED_AXES, build_run_table
 from workflow_src.shards import plan_shards
@@ -180,6 +182,40 @@ def test_yaml_error_names_the_file_and_line(tmp_path):
         read_study_file(path)
 
 
+def test_yaml_error_shows_the_line_and_where_the_parser_stopped(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("study: broken\ngrid:\n  width: depth: [1]\n")
+    with pytest.raises(ConfigError) as raised:
+        read_study_file(path)
+    assert str(raised.value).splitlines() == [
+        f"config file {path}, line 3, column 15: not valid YAML: mapping values are not "
+        f"allowed here",
+        "      width: depth: [1]",
+        "                  ^"]
+
+
+@pytest.mark.parametrize("given", [["studies/mine.yaml", "verify"], ["studies/mine.yaml", "all"]])
+def test_a_target_read_as_a_config_file_shows_the_working_order(given, monkeypatch):
+    """`snakemake --configfile studies/mine.yaml verify`: --configfile takes every name after
+    it, so verify arrives as a config file (Snakemake passes the paths made absolute)."""
+    monkeypatch.chdir(REPO)
+    target = given[-1]
+    for configfiles in (given, [Path(f).absolute() for f in given]):
+        with pytest.raises(ConfigError) as raised:
+            study_files(configfiles, REPO)
+        message = str(raised.value)
+        assert message.startswith(f"config file {target} does not exist: {target} looks like "
+                                  f"a target"), message
+        assert "read as a config file" in message and "\n" not in message
+        assert message.endswith(f"give targets first: snakemake {target} --configfile "
+                                f"{configfiles[0]}"), message
+    with pytest.raises(ConfigError, match=rf"snakemake {target} --configfile studies/"):
+        read_study_file(Path(target))
+    # A missing file in a folder is only missing.
+    with pytest.raises(ConfigError, match="does not exist \\(give a study as snakemake"):
+        load_study(study_files([f"studies/{target}"], REPO), {})
+
+
 def test_missing_file_is_one_line_naming_it(tmp_path):
     path = tmp_path / "nothere.yaml"
     with pytest.raises(ConfigError) as raised:
@@ -194,6 +230,75 @@ def test_a_file_that_is_not_a_mapping_is_an_error(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError, match=f"{re.escape(str(path))}: a study is a mapping"):
         read_study_file(path)
+
+
+def test_one_problem_is_one_line_that_names_the_key():
+    with pytest.raises(ConfigError) as raised:
+        _validated(grid__width=[-1])
+    assert str(raised.value) == ("invalid configuration: config key grid.width[0]: -1 is less "
+                                 "than the minimum of 1")
+
+
+def test_double_descent_without_norms_is_a_config_error():
+    """Checked with the config, not only where rules/studies.smk needs it: so the checker
+    and the Snakefile's one-message exit report it too."""
+    with pytest.raises(ConfigError, match="config key plots.double_descent: .*set "
+                                          "measure.norms.enabled: true"):
+        _validated(plots__double_descent=True, measure__norms__enabled=False)
+    _validated(plots__double_descent=True, measure__norms__enabled=True)
+
+
+# --- The checker the Makefile runs before Snakemake reads the study --------------------------
+
+def test_the_checker_accepts_every_preset_and_prints_where_results_go(capsys):
+    for path in sorted((REPO / "studies").glob("*.yaml")):
+        assert main(["check", str(path)]) == 0, capsys.readouterr().err
+    assert main(["check"]) == 0  # the default study
+    out = capsys.readouterr().out
+    assert out.endswith("config.yaml: OK (study demo, 12 networks, results in results/demo/)\n")
+    assert main(["results-dir", "studies/novak_gap.yaml"]) == 0
+    assert capsys.readouterr().out == "results/novak_gap\n"
+
+
+def test_the_checker_names_file_line_and_column_and_needs_no_torch(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("study: broken\ngrid:\n  width: depth: [1]\n")
+    script = ("import sys; from workflow_src.config import main; status = main(sys.argv[1:]); "
+              "assert 'torch' not in sys.modules, 'imports torch'; sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", script, "check", str(broken)],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(f"config file {broken}, line 3, column 15: not valid YAML"), \
+        result.stderr
+    result = subprocess.run([sys.executable, "-m", "workflow_src.config", "check",
+                             "studies/mine.yaml", "verify"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 1
+    assert "snakemake verify --configfile studies/mine.yaml" in result.stderr, result.stderr
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("value, expected", [
+    ({"width": -1}, "invalid configuration: config key grid.width[0]: -1 is less than the "
+                    "minimum of 1"),
+    ({"depth": [1, 0]}, "invalid configuration: config key grid.depth[1]: 0 is less than the "
+                        "minimum of 1"),
+])
+def test_the_snakefile_prints_the_key_first_without_a_traceback(tmp_path, value, expected):
+    """What a user sees of a bad value: the line naming the key first (after Snakemake's
+    notice of its workflow profile), no 'ConfigError in file Snakefile' nor traceback."""
+    study = copy.deepcopy(TINY_CONFIG)
+    study["grid"].update({axis: v if isinstance(v, list) else [v] for axis, v in value.items()})
+    path = _write(tmp_path / "study.yaml", study)
+    status, output = _dry_run(tmp_path, "--configfile", path)
+    lines = [line for line in output.splitlines()
+             if not line.startswith("Using workflow specific profile")]
+    assert status == 1 and lines == [expected], output
+    status, output = _dry_run(tmp_path, "--config", "grid=[]")
+    lines = [line for line in output.splitlines()
+             if not line.startswith("Using workflow specific profile")]
+    assert status == 1 and lines == ["invalid configuration: config key grid: [] should be "
+                                     "non-empty"], output
 
 
 # --- Every grid block lists every axis --------------------------------------------------------

@@ -4,11 +4,17 @@ Runs when the workflow is parsed, before any job. The study is exactly the files
 gave (or the workflow's own config.yaml when none), then the schema's defaults; a wrong key
 or value stops the workflow with a message that names the key, what was given, and what is
 allowed.
+
+``python -m workflow_src.config check FILE...`` checks study files before Snakemake reads them
+(the Makefile's targets run it first): Snakemake parses a ``--configfile`` itself, before the
+workflow starts, and its messages name neither the file nor the line. Torch-free and fast.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +28,8 @@ DEFAULT_STUDY_FILE = "config.yaml"
 
 # Imported here rather than from runtable, which imports nothing of the config.
 from .runtable import (  # noqa: E402
-    FIXED_SIZE, INPUT_SHAPES, OPTIONAL_AXES, REQUIRED_AXES, architecture_problem)
+    FIXED_SIZE, INPUT_SHAPES, OPTIONAL_AXES, REQUIRED_AXES, architecture_problem,
+    build_run_table)
 
 EVERY_BLOCK = (f"every block lists all {len(REQUIRED_AXES)} axes: {', '.join(REQUIRED_AXES)} "
                f"(width and depth may be left out when every architecture of the block is "
@@ -35,13 +42,37 @@ class ConfigError(ValueError):
 
 def study_files(configfiles: Sequence, workflow_dir) -> list[Path]:
     """The files a study is made of: the --configfile(s) in the order given, else the
-    config.yaml beside the Snakefile (``workflow.basedir``, whatever the working directory)."""
-    return [Path(f) for f in configfiles] or [Path(workflow_dir) / DEFAULT_STUDY_FILE]
+    config.yaml beside the Snakefile (``workflow.basedir``, whatever the working directory).
+    A target read as a config file (``--configfile study.yaml verify``) is an error that
+    shows the working order."""
+    files = [Path(f) for f in configfiles]
+    for path in files:
+        if _is_a_target(path):
+            raise ConfigError(_read_as_a_config_file(path, [f for f in files
+                                                            if not _is_a_target(f)]))
+    return files or [Path(workflow_dir) / DEFAULT_STUDY_FILE]
+
+
+def _is_a_target(path: Path) -> bool:
+    """A name like a rule or target (verify, all): no folder (Snakemake makes a config file's
+    path absolute from the working directory), no suffix, and no such file."""
+    return (path.parent in (Path("."), Path.cwd()) and not path.suffix
+            and not path.exists())
+
+
+def _read_as_a_config_file(path: Path, study: Sequence[Path]) -> str:
+    files = " ".join(map(str, study)) or "studies/mine.yaml"
+    return (f"config file {path.name} does not exist: {path.name} looks like a target (a rule "
+            f"such as verify or all) that was read as a config file, because --configfile "
+            f"takes every name after it; give targets first: snakemake {path.name} "
+            f"--configfile {files}")
 
 
 def read_study_file(path: Path) -> dict:
     """One YAML study file as a mapping; a missing file or a syntax error names the file
-    (and the line and column, 1-based, where the YAML parser stopped)."""
+    (and the line and column, 1-based, where the YAML parser stopped, and that line)."""
+    if _is_a_target(Path(path)):
+        raise ConfigError(_read_as_a_config_file(Path(path), []))
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -52,8 +83,10 @@ def read_study_file(path: Path) -> dict:
         study = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
+        snippet = mark.get_snippet(indent=4)
         raise ConfigError(f"config file {path}, line {mark.line + 1}, column {mark.column + 1}: "
-                          f"not valid YAML: {error.problem or error.context}") from None
+                          f"not valid YAML: {error.problem or error.context}"
+                          + (f"\n{snippet}" if snippet else "")) from None
     if not isinstance(study, dict):
         raise ConfigError(f"config file {path}: a study is a mapping of keys (study, data, grid, "
                           f"...), but the file holds {'nothing' if study is None else repr(study)}")
@@ -168,8 +201,11 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = "\n  - ".join(_describe(e) for e in errors)
-        raise ConfigError(f"invalid configuration:\n  - {lines}")
+        # One problem is one line (the first a user sees names the key); several are a list.
+        problems = "\n  - ".join(_describe(e) for e in errors)
+        if "\n" not in problems:
+            raise ConfigError(f"invalid configuration: {problems}")
+        raise ConfigError(f"invalid configuration:\n  - {problems}")
     _check_semantics(config)
     return config
 
@@ -221,6 +257,11 @@ def _check_semantics(config: dict) -> None:
     data = config["data"]
     for where, block in _blocks(config):
         _check_block(where, block, config["training"])
+    if config["plots"]["double_descent"] and not config["measure"]["norms"]["enabled"]:
+        # (rules/studies.smk checks it too; here it stops before Snakemake's includes run)
+        raise ConfigError("config key plots.double_descent: the figure's x axis is each "
+                          "network's n_parameters, which measure.norms measures; set "
+                          "measure.norms.enabled: true (it costs ~0.1 s a network)")
     snapshot_metrics = config["measure"]["snapshots"]["metrics"]
     if "bounds" in snapshot_metrics and "jacobian" not in snapshot_metrics:
         raise ConfigError("config key measure.snapshots.metrics: the bounds are computed from "
@@ -230,3 +271,43 @@ def _check_semantics(config: dict) -> None:
             f"config key measure.n_points: {config['measure']['n_points']} exceeds "
             f"data.n_test = {data['n_test']}; lower measure.n_points or raise data.n_test"
         )
+
+
+# --- The checker the Makefile runs before Snakemake ------------------------------------------
+
+def check_study(files: Sequence) -> tuple[dict, int]:
+    """The validated study of ``files`` (the repository's config.yaml when none), as the
+    Snakefile builds it, and its number of networks; raises ConfigError naming the file,
+    line and column, or the key."""
+    config = validate_config(load_study(study_files(files, SCHEMA_PATH.parent.parent), {}))
+    return config, len(build_run_table(config))  # what the workflow does next with it
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m workflow_src.config",
+        description="Check study files before Snakemake reads them (file, line and column "
+                    "for YAML errors; the key for wrong values).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("check", "check the study the files make (merged in order)"),
+                       ("results-dir", "print the study's results folder, results/<study>")):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("files", nargs="*", metavar="FILE",
+                             help="study files (default: config.yaml, the default study)")
+    args = parser.parse_args(argv)
+    try:
+        config, networks = check_study(args.files)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    results = f"results/{config['study']}"
+    if args.command == "results-dir":
+        print(results)
+    else:
+        print(f"{' + '.join(args.files) or DEFAULT_STUDY_FILE}: OK (study {config['study']}, "
+              f"{networks} networks, results in {results}/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
