@@ -5,23 +5,29 @@ trained on), w every parameter of the network flattened into one vector. H = ∇
 never formed: both quantities come from exact Hessian-vector products, as in PyHessian
 (Yao, Gholami, Keutzer & Mahoney 2020, arXiv 1912.07145):
 
-* top eigenvalue: power iteration on v ↦ Hv (their Algorithm 1), the estimate being the
-  Rayleigh quotient vᵀHv of the unit iterate, stopped once its relative change falls below
-  ``tolerance``;
+* top eigenvalue: the largest ALGEBRAIC eigenvalue λ_max (PyHessian's Algorithm 1 is power
+  iteration; this is Lanczos instead, see below);
 * trace: Hutchinson's estimator tr(H) ≈ (1/m) Σ_i v_iᵀ H v_i with Rademacher v_i (their
   Algorithm 2), reported with its standard error.
 
-Power iteration converges to the eigenvalue of largest MAGNITUDE, which for an indefinite
-Hessian (any network away from a minimum) can be the most negative one. The quantity reported
-is the largest ALGEBRAIC eigenvalue λ_max, so when the first power iteration ends on a
-negative estimate λ̂ < 0 (then λ̂ ≈ λ_min, and every eigenvalue of H − λ̂I is ≈ ≥ 0) a second
-power iteration runs on H − λ̂I, whose dominant eigenvalue is λ_max − λ̂ ≥ 0; its iterate v
-then gives λ_max as the unshifted Rayleigh quotient vᵀHv (no cancellation between λ̂ and the
-shifted estimate). Its stopping rule is the relative change of the shifted estimate
-λ_max − λ̂ (the quantity that iteration estimates; it stays away from 0 even when λ_max ≈ 0).
-A known limit of power iteration remains: when λ_min ≈ −λ_max the iterate's two dominant
-components shrink relative to each other only slowly, the Rayleigh quotient moves little per
-step, and the relative-change rule can stop early on an estimate below λ_max.
+Why Lanczos. Power iteration converges to the eigenvalue of largest MAGNITUDE, which for an
+indefinite Hessian (any network away from a minimum) can be the most negative one, and when
+λ_min ≈ −λ_max its Rayleigh quotient moves so little per step that a relative-change rule
+stops on an estimate below λ_max and calls it converged (tests/test_hessian.py: a
+55-parameter tanh network, 2e-3 low after 10 products). Lanczos builds the Krylov space
+span{v, Hv, H²v, ...} and takes the largest Ritz value in it, which separates both ends of
+the spectrum at once; ARPACK's implicitly restarted Lanczos (``scipy.sparse.linalg.eigsh``,
+which='LA', k = 1) does so in the memory of ``LANCZOS_VECTORS`` vectors.
+
+Budget and honesty. ``n_iterations`` is a hard budget of Hessian-vector products for the
+Lanczos iteration: the operator refuses the next product, and the answer is then the largest
+Ritz value of the vectors it multiplied (``_RitzRecord``), marked unconverged. Whatever
+stopped it, one more exact product at the unit Ritz vector u gives the stored eigenvalue
+λ = uᵀHu and the relative residual ‖Hu − λu‖/|λ| (for a symmetric H some eigenvalue lies
+within ‖Hu − λu‖ of λ). ``hessian_top_converged`` is 1 when ARPACK converged (its estimate
+of that residual ≤ tolerance) and the residual computed from the extra product is ≤
+``tolerance`` too. ARPACK's test is absolute for |θ| < ε^{2/3} ≈ 4e-11, so it sees H scaled by
+‖Hv₁‖/‖v₁‖ of its first vector (a saturated network's Hessian can be 1e-20).
 
 Hessian-vector products: double backward (the gradient with create_graph=True, then the
 gradient of gᵀv), in a float64 copy of the network and with the float64 loss of
@@ -39,9 +45,10 @@ with a shift β but no scale γ (cnns.ShiftBatchNorm2d: inception_small with bat
 in the copy such a layer gets a constant unit scale (a buffer, not a parameter): the same
 function to the last bit, and the same parameters in the same order.
 
-Determinism: the initial power-iteration vector and the Rademacher probes come from two CPU
-``torch.Generator`` objects, each seeded with ``seed`` (so the trace's probes do not depend on
-whether the second power iteration ran), and are moved to the network's device.
+Determinism: Lanczos's start vector v0 ~ N(0, I) (and the seed of the generator ARPACK
+draws a fresh vector from when the Krylov space is invariant) and the Rademacher probes come
+from two CPU ``torch.Generator`` objects, each seeded with ``seed`` (so the trace's probes do
+not depend on the eigenvalue's products).
 """
 
 from __future__ import annotations
@@ -55,21 +62,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import xarray as xr
+from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 from torch import nn
 
 from .jacobian import cross_entropy
 
 PAPER = ("Yao, Gholami, Keutzer & Mahoney 2020, PyHessian: Neural Networks Through the Lens "
          "of the Hessian, arXiv 1912.07145")
-TOP_METHOD = ("power iteration on exact Hessian-vector products (PyHessian Algorithm 1); "
-              "if it ends on a negative eigenvalue, a second power iteration on H - lambda I "
-              "gives the largest algebraic eigenvalue")
+TOP_METHOD = ("implicitly restarted Lanczos (ARPACK, scipy.sparse.linalg.eigsh, which='LA', "
+              "k=1) on exact Hessian-vector products; eigenvalue u^T H u and residual "
+              "||Hu - lambda u|| / |lambda| from one more product at its unit Ritz vector u")
 TRACE_METHOD = ("Hutchinson estimator with Rademacher probes (PyHessian Algorithm 2); "
                 "stderr = std(ddof=1) / sqrt(n_probes)")
 LOSS = "mean cross-entropy (nats) over the evaluation set, labels as given"
 PROBE_BLOCK = 10  # Rademacher probes per pass over the evaluation set
+# Lanczos vectors ARPACK keeps (its ncv): scipy's default for one eigenvalue,
+# min(dim, max(2k + 1, 20)). Memory: about 3 × 20 float64 vectors of the parameters' size
+# (ARPACK's basis and work space, and the _RitzRecord's Q and HQ).
+LANCZOS_VECTORS = 20
 
 HVP = Callable[[torch.Tensor], torch.Tensor]
+# Indicator -> the variable that says (1.0 / 0.0) whether its search converged; kept in step
+# with aggregate.CONVERGED_BY, which marks the indicator in metrics.zarr for the summary.
+CONVERGED_BY = {"hessian_top_eigenvalue": "hessian_top_converged"}
 
 
 class _Hardsigmoid(nn.Module):
@@ -151,77 +166,138 @@ class LossHessian:
         return out.reshape(v.shape)
 
 
-class PowerIteration(NamedTuple):
-    eigenvalue: float  # Rayleigh quotient vᵀHv of the last iterate (H unshifted)
-    iterations: int  # Hessian-vector products used
-    converged: bool  # the relative change of the (shifted) estimate fell below tolerance
-
-
 def _check(n: int, name: str) -> None:
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
 
 
-def power_iteration(hvp: HVP, dim: int, n_iterations: int, tolerance: float,
-                    generator: torch.Generator, shift: float = 0.0,
-                    dtype: torch.dtype = torch.float64,
-                    device: torch.device | str = "cpu") -> PowerIteration:
-    """Power iteration on H − shift·I, H given by ``hvp`` ((dim,) -> (dim,)).
+class _RitzRecord:
+    """Rayleigh–Ritz over the vectors ARPACK has had multiplied, in bounded memory.
 
-    Finds the eigenvalue of H − shift·I of largest magnitude; returns the Rayleigh quotient
-    of H itself (vᵀHv, v the unit iterate). Stops after iteration k ≥ 2 once
-    |μ_k − μ_{k−1}| < tolerance·|μ_{k−1}| for the shifted estimates μ = vᵀHv − shift (strict,
-    so tolerance 0 always runs all n_iterations). PyHessian adds 1e-6 to the denominator;
-    that is scale-dependent and left out. If Hv − shift·v is exactly 0, v is an eigenvector
-    and the iteration stops there, converged.
+    ``ArpackNoConvergence`` carries only the converged Ritz pairs: none when k = 1 did not
+    converge. So the operator keeps Q (m, dim), an orthonormal basis of (part of) the span of
+    the vectors multiplied, and HQ (m, dim), both exact linear combinations of the products
+    (no extra product). The top eigenvalue of Qᵀ(HQ) is a Ritz value: the Rayleigh quotient
+    of a unit vector, so never above λ_max. Until ARPACK restarts, the record spans v0 and
+    every Lanczos vector, K_{m}(H, v0) ⊇ ARPACK's own Krylov space K_{m−1}(H, Hv0), so its
+    Ritz value is at least ARPACK's; past ``capacity`` vectors Q is cut to its top ``keep``
+    Ritz vectors (a thick restart, as ARPACK's own), so the record's Ritz value never drops.
     """
-    _check(n_iterations, "n_iterations")
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    v = torch.randn(dim, generator=generator, dtype=dtype).to(device)
-    v = v / v.norm()
-    previous = None
-    for k in range(1, n_iterations + 1):
-        hv = hvp(v)
-        rayleigh = float(v @ hv)
-        w = hv - shift * v if shift else hv
-        mu = rayleigh - shift
-        norm = w.norm()
-        if norm == 0:
-            return PowerIteration(rayleigh, k, True)
-        v = w / norm
-        if previous is not None and abs(mu - previous) < tolerance * abs(previous):
-            return PowerIteration(rayleigh, k, True)
-        previous = mu
-    return PowerIteration(rayleigh, n_iterations, False)
+
+    def __init__(self, dim: int, capacity: int, keep: int, dtype, device):
+        self.capacity, self.keep = capacity, keep
+        self.q = torch.empty(0, dim, dtype=dtype, device=device)
+        self.hq = torch.empty(0, dim, dtype=dtype, device=device)
+
+    def add(self, x: torch.Tensor, hx: torch.Tensor) -> None:
+        size = x.norm()
+        for _ in range(2):  # classical Gram-Schmidt twice: orthogonal to rounding
+            c = self.q @ x
+            x, hx = x - c @ self.q, hx - c @ self.hq  # H(x − Qᵀc) = Hx − (HQ)ᵀc
+        norm = x.norm()
+        if not norm > 1e-10 * size:  # already in the span (or x = 0)
+            return
+        self.q = torch.cat([self.q, (x / norm)[None]])
+        self.hq = torch.cat([self.hq, (hx / norm)[None]])
+        if self.q.shape[0] > self.capacity:
+            s = self._ritz()[1][:, -self.keep:]  # (m, keep), the top Ritz vectors' coordinates
+            self.q, self.hq = s.T @ self.q, s.T @ self.hq
+
+    def _ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.q @ self.hq.T
+        return torch.linalg.eigh(0.5 * (t + t.T))  # ascending values, (m,) and (m, m)
+
+    def top(self) -> torch.Tensor:
+        """The unit Ritz vector (dim,) of the largest Ritz value."""
+        return self._ritz()[1][:, -1] @ self.q
+
+
+class _BudgetSpent(Exception):
+    """The operator was asked for a product beyond the budget."""
+
+
+def lanczos_vectors(dim: int, max_products: int) -> int:
+    """ARPACK's ncv for k = 1: LANCZOS_VECTORS, fewer when the budget or dim is smaller.
+
+    ARPACK first multiplies the start vector (it uses Hv0 as its first Lanczos vector), so a
+    first cycle of ncv vectors costs ncv + 1 products; ncv = 2 is ARPACK's least (k < ncv),
+    and with a budget below 3 the operator stops it within its first cycle.
+    """
+    return min(dim, max(2, min(max_products - 1, LANCZOS_VECTORS)))
+
+
+class _Operator:
+    """x ↦ Hx / s for ARPACK, numpy float64 (dim,) both ways, at most ``budget`` products.
+
+    s is ‖Hx₁‖/‖x₁‖ of the first vector multiplied, fixed from then on (so ARPACK sees one
+    linear map): ARPACK's stopping test ‖r‖ ≤ tol·max(ε^{2/3}, |θ|) is absolute below
+    ε^{2/3} ≈ 4e-11, and the Hessian of a saturated network (every point near-certain) can
+    be far smaller, which would "converge" at once. Every product is recorded: the record
+    holds one cycle of ncv Lanczos vectors and the start vector (_RitzRecord).
+    """
+
+    def __init__(self, hvp: HVP, dim: int, budget: int, ncv: int, dtype, device):
+        self.hvp, self.budget, self.dtype, self.device = hvp, budget, dtype, device
+        self.products, self.scale = 0, None
+        self.record = _RitzRecord(dim, capacity=ncv + 1, keep=ncv // 2, dtype=dtype,
+                                  device=device)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.products == self.budget:
+            raise _BudgetSpent
+        xt = torch.from_numpy(np.array(x, dtype=np.float64).reshape(-1))
+        xt = xt.to(device=self.device, dtype=self.dtype)
+        hx = self.hvp(xt)
+        self.products += 1
+        if self.scale is None:
+            ratio = float(hx.norm() / xt.norm()) if xt.norm() > 0 else 0.0
+            self.scale = ratio if ratio > 0 and math.isfinite(ratio) else 1.0
+        self.record.add(xt, hx)
+        return (hx / self.scale).cpu().numpy().astype(np.float64)
 
 
 class TopEigenvalue(NamedTuple):
-    eigenvalue: float  # λ_max, the largest algebraic eigenvalue
-    iterations: int  # Hessian-vector products over both power iterations
-    converged: bool  # every power iteration that ran converged
-    shift: float  # λ̂ < 0 of the first iteration if the second ran, else 0.0
+    eigenvalue: float  # uᵀHu, u the unit Ritz vector of the largest Ritz value
+    residual: float  # ‖Hu − λu‖ / |λ| (0 if Hu = 0, inf if λ = 0 otherwise)
+    products: int  # Hessian-vector products of the Lanczos iteration (not the check's)
+    converged: bool  # ARPACK converged within the budget and residual ≤ tolerance
 
 
-def top_eigenvalue(hvp: HVP, dim: int, n_iterations: int, tolerance: float,
+def top_eigenvalue(hvp: HVP, dim: int, max_products: int, tolerance: float,
                    generator: torch.Generator, dtype: torch.dtype = torch.float64,
                    device: torch.device | str = "cpu") -> TopEigenvalue:
-    """The largest algebraic eigenvalue of the symmetric H given by ``hvp``.
+    """The largest algebraic eigenvalue of the symmetric H given by ``hvp`` ((dim,) -> (dim,)).
 
-    Power iteration first; if its estimate is negative (the dominant eigenvalue is λ_min < 0),
-    a second power iteration on H − λ̂I, with a fresh start vector from the same generator
-    (the first iterate is near λ_min's eigenvector, nearly orthogonal to λ_max's). Each
-    stage may use up to n_iterations products.
+    Implicitly restarted Lanczos (ARPACK via scipy's eigsh, which='LA', k = 1, ncv =
+    ``lanczos_vectors(dim, max_products)``) from v0 ~ N(0, I) drawn from ``generator``,
+    stopped after ``max_products`` products if it has not converged (ARPACK's test: its
+    residual estimate ≤ tolerance·|θ|). Then one more product at the Ritz vector u (ARPACK's,
+    or the record's best when it stopped short) gives λ = uᵀHu and the residual.
     """
-    first = power_iteration(hvp, dim, n_iterations, tolerance, generator,
-                            dtype=dtype, device=device)
-    if first.eigenvalue >= 0:
-        return TopEigenvalue(first.eigenvalue, first.iterations, first.converged, 0.0)
-    shift = first.eigenvalue
-    second = power_iteration(hvp, dim, n_iterations, tolerance, generator, shift=shift,
-                             dtype=dtype, device=device)
-    return TopEigenvalue(second.eigenvalue, first.iterations + second.iterations,
-                         first.converged and second.converged, shift)
+    if dim < 2:  # ARPACK's k < dim
+        raise ValueError(f"Lanczos needs a Hessian of dimension >= 2, got {dim}")
+    _check(max_products, "max_products")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    v0 = torch.randn(dim, generator=generator, dtype=torch.float64).numpy()
+    # ARPACK draws a fresh vector when the Krylov space is invariant (H of low rank).
+    rng = np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=generator)))
+    ncv = lanczos_vectors(dim, max_products)
+    op = _Operator(hvp, dim, max_products, ncv, dtype, device)
+    try:  # each restart costs a product: the budget, not maxiter, ends the iteration
+        _, vectors = eigsh(LinearOperator((dim, dim), matvec=op, dtype=np.float64), k=1,
+                           which="LA", v0=v0, ncv=ncv, maxiter=max_products, tol=tolerance,
+                           rng=rng)
+        u, arpack_converged = torch.from_numpy(vectors[:, 0]).to(device, dtype), True
+    except (_BudgetSpent, ArpackError):
+        u, arpack_converged = op.record.top(), False
+    u = u / u.norm()
+    hu = hvp(u)
+    eigenvalue = float(u @ hu)
+    r = float((hu - eigenvalue * u).norm())
+    residual = r / abs(eigenvalue) if eigenvalue != 0 else (0.0 if r == 0 else math.inf)
+    return TopEigenvalue(eigenvalue, residual, op.products,
+                         arpack_converged and residual <= tolerance)
 
 
 class TraceEstimate(NamedTuple):
@@ -256,9 +332,12 @@ def hessian_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                     seed: int = 0, chunk_size: int = 4096) -> xr.Dataset:
     """Top eigenvalue and trace of the Hessian of the mean cross-entropy of ``model`` on (x, y).
 
+    n_iterations: the most Hessian-vector products of the Lanczos iteration (the residual
+    check is one more); tolerance (> 0): the relative residual it must reach.
     Scalar float64 variables: hessian_top_eigenvalue (largest algebraic eigenvalue),
-    hessian_top_iterations (Hessian-vector products used, both power iterations together),
-    hessian_top_converged (1.0 / 0.0), hessian_trace, hessian_trace_stderr.
+    hessian_top_residual (‖Hu − λu‖ / |λ|), hessian_top_iterations (Hessian-vector
+    products of the Lanczos iteration), hessian_top_converged (1.0: ARPACK converged and
+    the residual ≤ tolerance; 0.0), hessian_trace, hessian_trace_stderr.
     """
     hessian = LossHessian(model, x, y, chunk_size)
     kw = dict(dtype=hessian.dtype, device=hessian.device)
@@ -268,16 +347,21 @@ def hessian_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                              torch.Generator().manual_seed(seed), **kw)
     values = {
         "hessian_top_eigenvalue": top.eigenvalue,
-        "hessian_top_iterations": top.iterations,
+        "hessian_top_residual": top.residual,
+        "hessian_top_iterations": top.products,
         "hessian_top_converged": 1.0 if top.converged else 0.0,
         "hessian_trace": trace.trace,
         "hessian_trace_stderr": trace.stderr,
     }
-    return xr.Dataset(
+    out = xr.Dataset(
         {name: xr.DataArray(np.float64(value)) for name, value in values.items()},
         attrs={"n_points": hessian.n_points, "n_parameters": hessian.dim,
                "n_iterations": int(n_iterations), "tolerance": float(tolerance),
                "n_probes": int(n_probes), "seed": int(seed),
-               "top_shift": float(top.shift), "loss": LOSS,
-               "top_method": TOP_METHOD, "trace_method": TRACE_METHOD, "paper": PAPER},
+               "lanczos_vectors": lanczos_vectors(hessian.dim, int(n_iterations)),
+               "loss": LOSS, "top_method": TOP_METHOD, "trace_method": TRACE_METHOD,
+               "paper": PAPER},
     )
+    for name, flag in CONVERGED_BY.items():
+        out[name].attrs["converged_by"] = flag
+    return out
