@@ -101,6 +101,22 @@ def shard_inputs(wildcards):
     return {"record": shard_record(wildcards.shard), **shard_data(wildcards)}
 
 
+# Stages 5-7 write a fixed set of files per study (statistics, tables, figures), whatever its
+# number of networks. Each such job seals all it writes in one record, its output named
+# `seal` (workflow_src/integrity.py, seal_job); a job that reads another's file checks it
+# against that record (integrity.read_csv), and `snakemake verify` checks every record.
+def study_seal(rule):
+    """results/<study>/seals/<rule>.json: the record of the study-level job ``rule``."""
+    return f"{STUDY_DIR}/seals/{rule}.json"
+
+
+def sealed(rule, *names):
+    """Inputs of a job that reads a study-level job's files: the outputs ``names`` of
+    ``rule`` (rules.<name>) and ``<name>_seal``, the record the job checks them against."""
+    return {**{name: getattr(rule.output, name) for name in names},
+            f"{rule.rule.name}_seal": rule.output.seal}
+
+
 # Stage 7
 FIGURES = f"{STUDY_DIR}/figures"
 

@@ -15,6 +15,7 @@ rule keskar_interpolation:
         table=report(f"{STUDY_DIR}/stats/keskar_interpolation.csv",
                      caption="../report/captions/keskar_interpolation.rst",
                      category=KESKAR_CATEGORY),
+        seal=study_seal("keskar_interpolation"),
     input:
         # Each shard record vouches for its members' train.json, each of those for model.pt.
         records=[shard_record(shard) for shard in shards_of(KESKAR_RUNS, SHARDS)],
@@ -41,10 +42,11 @@ rule keskar_interpolation:
 rule plot_keskar:
     output:
         **figure_outputs("keskar_1d", category=KESKAR_CATEGORY),
+        seal=study_seal("plot_keskar"),
     input:
-        table=rules.keskar_interpolation.output.table,
+        **sealed(rules.keskar_interpolation, "table"),
         code=package_files("figures/common", "figures/theme", "figures/studies",
-                           "figures/keskar"),
+                           "figures/keskar", "integrity"),
     params:
         size={key: config["plots"][key] for key in ("width", "height")},
         figures=figure_dir,

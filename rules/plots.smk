@@ -3,9 +3,10 @@ rule plot_jacobian:
     output:
         **figure_outputs("jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
                          category="Jacobian norm and generalization"),
+        seal=study_seal("plot_jacobian"),
     input:
         metrics=rules.aggregate.output.metrics,
-        networks=rules.correlate.output.networks,
+        **sealed(rules.correlate, "networks"),
         code=package_files("integrity", "figures/common", "figures/theme", "figures/sensitivity"),
     params:
         plots=config["plots"],
@@ -26,6 +27,7 @@ rule plot_ellipses:
         order=report(f"{STUDY_DIR}/stats/ellipse_order.csv",
                      caption="../report/captions/ellipse_order.rst",
                      category="On and off the data manifold"),
+        seal=study_seal("plot_ellipses"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("integrity", "figures/common", "figures/theme", "figures/sensitivity",
@@ -44,6 +46,7 @@ rule plot_ellipses:
 rule plot_bounds:
     output:
         **figure_outputs("loss_bounds", category="Loss bounds"),
+        seal=study_seal("plot_bounds"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("integrity", "figures/common", "figures/theme", "figures/bounds",

@@ -48,6 +48,7 @@ rule plot_snapshots:
         **SNAPSHOT_FIGURE,
         table=report(f"{STUDY_DIR}/tables/snapshots.csv", category=SNAPSHOT_CATEGORY,
                      caption="../report/captions/snapshots_table.rst"),
+        seal=study_seal("plot_snapshots"),
     input:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
         code=package_files("snapshots", "aggregate", "integrity", "figures/common",

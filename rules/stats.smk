@@ -9,6 +9,7 @@ rule correlate:
         networks=report(f"{STATS}/networks.csv", caption="../report/captions/networks.rst", category="Statistical tables"),
         correlations=report(f"{STATS}/correlations.csv", caption="../report/captions/correlations.rst", category="Statistical tables"),
         per_point=report(f"{STATS}/per_point.csv", caption="../report/captions/per_point.rst", category="Statistical tables"),
+        seal=study_seal("correlate"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("integrity", "stats/tables", "stats/_checks", "stats/correlation",
@@ -26,6 +27,7 @@ rule correlate:
 rule granulate:
     output:
         granulated=report(f"{STATS}/granulated.csv", caption="../report/captions/granulated.rst", category="Statistical tables"),
+        seal=study_seal("granulate"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("integrity", "stats/tables", "stats/_checks", "stats/granulated"),
@@ -41,6 +43,7 @@ rule regress:
     output:
         coefficients=report(f"{STATS}/ols.csv", caption="../report/captions/ols.rst", category="Statistical tables"),
         summary=report(f"{STATS}/ols_summary.txt", caption="../report/captions/ols_summary.rst", category="Statistical tables"),
+        seal=study_seal("regress"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("integrity", "stats/tables", "stats/regression"),
@@ -58,6 +61,7 @@ rule paired:
     output:
         tests=report(f"{STATS}/paired.csv", caption="../report/captions/paired.rst", category="Statistical tables"),
         pairs=report(f"{STATS}/pairs.csv", caption="../report/captions/pairs.rst", category="Statistical tables"),
+        seal=study_seal("paired"),
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("integrity", "stats/tables", "stats/paired"),
@@ -76,9 +80,10 @@ rule paired:
 rule summarize:
     output:
         summary=report(f"{STATS}/summary.csv", caption="../report/captions/summary.rst", category="Statistical tables"),
+        seal=study_seal("summarize"),
     input:
-        correlations=rules.correlate.output.correlations,
-        granulated=rules.granulate.output.granulated,
+        **sealed(rules.correlate, "correlations"),
+        **sealed(rules.granulate, "granulated"),
         metrics=rules.aggregate.output.metrics,
         code=package_files("stats/summary", "stats/granulated", "stats/scoring", "stats/tables",
                            "integrity"),

@@ -3,12 +3,13 @@
 # and correlation figures from the statistics. Figure names do not depend on the data.
 from workflow_src.config import ConfigError
 
-FIGURE_CODE = ("figures/common", "figures/theme", "figures/studies", "stats/tables")
+FIGURE_CODE = ("figures/common", "figures/theme", "figures/studies", "stats/tables", "integrity")
 
 
 rule collect_curves:
     output:
         curves=f"{STUDY_DIR}/curves.csv",
+        seal=study_seal("collect_curves"),
     input:
         # Each shard's record vouches for its members' train.json, each of those for the
         # curve.csv beside it (the per-network files are not Snakemake outputs of their own).
@@ -28,8 +29,9 @@ rule plot_training:
     output:
         **figure_outputs("learning_curves", "time_to_fit", "test_error",
                          category="Fitting corrupted data"),
+        seal=study_seal("plot_training"),
     input:
-        curves=rules.collect_curves.output.curves,
+        **sealed(rules.collect_curves, "curves"),
         code=package_files(*FIGURE_CODE),
     params:
         size={key: config["plots"][key] for key in ("width", "height")},
@@ -45,10 +47,10 @@ rule plot_training:
 rule plot_factors:
     output:
         **figure_outputs("factors", category="Factors of generalization"),
+        seal=study_seal("plot_factors"),
     input:
         metrics=rules.aggregate.output.metrics,
-        tests=rules.paired.output.tests,
-        pairs=rules.paired.output.pairs,
+        **sealed(rules.paired, "tests", "pairs"),
         code=package_files(*FIGURE_CODE),
     params:
         size={key: config["plots"][key] for key in ("width", "height")},
@@ -64,9 +66,10 @@ rule plot_factors:
 rule plot_indicators_vs_gap:
     output:
         **figure_outputs("indicators_vs_gap", category="Jacobian norm and generalization"),
+        seal=study_seal("plot_indicators_vs_gap"),
     input:
         metrics=rules.aggregate.output.metrics,
-        networks=rules.correlate.output.networks,
+        **sealed(rules.correlate, "networks"),
         code=package_files(*FIGURE_CODE),
     params:
         plots=config["plots"],
@@ -98,8 +101,9 @@ rule plot_double_descent:
         table=report(f"{STUDY_DIR}/stats/double_descent.csv",
                      caption="../report/captions/double_descent_table.rst",
                      category="Double descent"),
+        seal=study_seal("plot_double_descent"),
     input:
-        networks=rules.correlate.output.networks,
+        **sealed(rules.correlate, "networks"),
         code=package_files(*FIGURE_CODE),
     params:
         n_train=config["data"]["n_train"],

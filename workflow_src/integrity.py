@@ -8,8 +8,10 @@ one rule, so a job that writes several networks (a shard) seals its outputs the 
   the store is complete, lists every file with its SHA-256 and byte size, and every
   variable with its dimensions and shape;
 - a **record** (a JSON file, e.g. ``train.json``), written after the files it vouches for:
-  its ``contents`` give the SHA-256 and byte size of each of those files (siblings in its
-  folder), and ``record_sha256`` is the SHA-256 of the record's own content without that key.
+  its ``contents`` give the SHA-256 and byte size of each of those files (named relative to
+  its folder), and ``record_sha256`` is the SHA-256 of the record's own content without that
+  key. A study-level job (statistics, tables, figures) seals all it writes in one record,
+  its output named ``seal`` (``results/<study>/seals/<rule>.json``; seal_job).
 
 A missing manifest means the job that wrote the store did not finish (or predates sealing).
 Every problem names the file; the error readers raise also names the fix (FIX).
@@ -217,7 +219,8 @@ def check_record(path, required=()) -> list[Problem]:
     if record is None:
         return problems
     for name, expected in record[CONTENTS].items():
-        problems += _compare(path.parent / name, str(path.parent / name), expected)
+        member = os.path.normpath(path.parent / name)  # a study seal lists ../stats/<file>
+        problems += _compare(Path(member), member, expected)
     return problems
 
 
@@ -230,14 +233,23 @@ def read_record(path, required=()) -> dict:
     return {key: value for key, value in record.items() if key not in (CONTENTS, SELF_SHA)}
 
 
+def seal_job(job) -> None:
+    """Seal everything a finished study-level job wrote: its output named ``seal`` (rules/
+    common.smk, study_seal) becomes the record that vouches for each of its other outputs.
+    Call it last, from the rule's script; ``job`` is the script's ``snakemake`` object."""
+    record = job.output.seal
+    seal_record(record, {"rule": job.rule}, [path for path in job.output if path != record])
+
+
 def _require_member(path: Path, record_path: Path) -> None:
     """Raise unless ``record_path`` is intact and vouches for ``path``'s current content."""
     record, problems = _load_record(record_path)
     if record is not None:
-        if path.name not in record[CONTENTS]:
-            problems = [Problem(str(record_path), f"does not list {path.name}")]
+        name = os.path.relpath(path, record_path.parent)  # as seal_record named it
+        if name not in record[CONTENTS]:
+            problems = [Problem(str(record_path), f"does not list {name}")]
         else:
-            problems = _compare(path, str(path), record[CONTENTS][path.name])
+            problems = _compare(path, os.path.normpath(path), record[CONTENTS][name])
     if problems:
         raise DamagedOutputError(problems)
 
@@ -258,7 +270,8 @@ def load_model(path, record, device="cpu"):
 
 
 def read_csv(path, record):
-    """A pandas DataFrame of the CSV file at ``path``, checked against ``record``."""
+    """A pandas DataFrame of the CSV file at ``path``, checked against ``record`` (a
+    network's train.json, or the seal of the study-level job that wrote it)."""
     import pandas as pd
 
     path = Path(path)
@@ -310,9 +323,14 @@ def repair(expected: list[dict], study_outputs: list[str]) -> list[str]:
 
     expected: one dict per output, {"output": path to check, "required": keys a record must
     have, "removes": the paths deleted with it (itself included), "rebuilds": what the next
-    run then redoes, in words}. study_outputs: results computed from all of them, removed if
-    anything was damaged or missing. Everything is checked before anything is removed, so a
-    removed dependent is never reported as missing. Returns the report, line by line.
+    run then redoes, in words, "study_level": true for the outputs of a study-level job}.
+    study_outputs: everything the study-level jobs write, removed if any other output was
+    damaged or missing: Snakemake runs a job for a missing input only when the job that reads
+    it must run anyway, so everything between the removed output and the study's targets
+    must go too. A study-level output is a target itself: removing its job's outputs
+    suffices, and the next run redoes that job and every job that reads them.
+    Everything is checked before anything is removed, so a removed dependent is never
+    reported as missing. Returns the report, line by line.
     """
     found = [(entry, check(entry["output"], entry.get("required", ()))) for entry in expected]
     damaged = [(entry, problems) for entry, problems in found if problems]
@@ -322,8 +340,9 @@ def repair(expected: list[dict], study_outputs: list[str]) -> list[str]:
         removed = [path for path in entry["removes"] if remove(path)]
         lines.append(f"  removed: {', '.join(removed) or 'nothing (already gone)'}")
         lines.append(f"  next run: {entry['rebuilds']}")
-    if damaged:
+    if not all(entry.get("study_level") for entry, _ in damaged):
         removed = [path for path in study_outputs if remove(path)]
         lines.append(f"removed study outputs computed from them: {', '.join(removed) or 'none present'}")
+    if damaged:
         lines.append("Run `snakemake` (with this study's --configfile) to rebuild exactly these.")
     return lines

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.collect import learning_curves  # noqa: E402
-from workflow_src.integrity import read_all, read_csv, read_record  # noqa: E402
+from workflow_src.integrity import read_all, read_csv, read_record, seal_job  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
@@ -22,3 +22,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     table = learning_curves(sm.params.runs, curves, summaries)
     table.to_csv(sm.output.curves, index=False)
     log(f"{len(table)} evaluations of {table['run_id'].nunique()} runs")
+    seal_job(sm)

@@ -7,7 +7,7 @@ import pandas as pd  # noqa: E402
 
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.integrity import open_store  # noqa: E402
+from workflow_src.integrity import open_store, seal_job  # noqa: E402
 from workflow_src.stats.tables import point_indicators  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
@@ -28,3 +28,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     ], ignore_index=True)
     per_point.to_csv(out.per_point, index=False)
     log(per_point[per_point["scope"] == "pooled"].to_string())
+    seal_job(snakemake)  # noqa: F821

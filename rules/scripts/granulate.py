@@ -7,7 +7,7 @@ import pandas as pd  # noqa: E402
 
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.integrity import open_store  # noqa: E402
+from workflow_src.integrity import open_store, seal_job  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     ds = open_store(snakemake.input.metrics)  # noqa: F821
@@ -19,3 +19,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
                        for name in stats.indicator_names(ds)], ignore_index=True)
     table.to_csv(snakemake.output.granulated, index=False)  # noqa: F821
     log(f"{len(converged)} converged networks\n{table.to_string()}")
+    seal_job(snakemake)  # noqa: F821

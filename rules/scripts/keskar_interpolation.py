@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 from workflow_src.adapter import logged, shard_job  # noqa: E402
+from workflow_src.integrity import seal_job  # noqa: E402
 from workflow_src.metrics.interpolation import pair_table  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
@@ -18,3 +19,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     table = pair_table(pairs, {run.id: run for run in runs}, data_stores, records, results,
                        sm.params.settings, sm.params.chunk_size, device, log)
     table.to_csv(sm.output.table, index=False)
+    seal_job(sm)

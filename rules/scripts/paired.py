@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (sna
 
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.integrity import open_store  # noqa: E402
+from workflow_src.integrity import open_store, seal_job  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     opts, out = snakemake.params.stats, snakemake.output  # noqa: F821
@@ -22,3 +22,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     tests.to_csv(out.tests, index=False)
     pairs.to_csv(out.pairs, index=False)
     log(tests.to_string())
+    seal_job(snakemake)  # noqa: F821

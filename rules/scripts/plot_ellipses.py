@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 
 from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.integrity import open_store  # noqa: E402
+from workflow_src.integrity import open_store, seal_job  # noqa: E402
 from workflow_src.figures import sensitivity  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
 from workflow_src.figures.theme import use_theme  # noqa: E402
@@ -26,3 +26,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     save(sensitivity.ellipse_kinds_chart(summary, *size), f"{figures}/ellipse_kinds")
     log(summary.groupby("kind")[[c for c in summary.columns if c.startswith(
         ("mean_jacobian_norm", "jacobian_norm_", "transitions"))]].mean())
+    seal_job(snakemake)  # noqa: F821

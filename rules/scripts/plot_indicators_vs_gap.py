@@ -3,21 +3,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-
 from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.figures import studies  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
 from workflow_src.figures.theme import use_theme  # noqa: E402
+from workflow_src.integrity import open_store, read_all, read_csv, seal_job  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     use_theme()
     opts, figures = snakemake.params.plots, snakemake.params.figures  # noqa: F821
-    ds = xr.open_zarr(snakemake.input.metrics)  # noqa: F821  (lazy: names and units only)
+    sm = snakemake  # noqa: F821
+    ds, networks = read_all([(open_store, sm.input.metrics),
+                             (read_csv, sm.input.networks, sm.input.correlate_seal)])
     titles = studies.indicator_titles(ds)
-    networks = pd.read_csv(snakemake.input.networks)  # noqa: F821
     chart = studies.indicators_vs_gap_chart(networks, titles, list(ds.attrs["hyperparameters"]),
                                             opts["color_by"], opts["width"], opts["height"])
     save(chart, f"{figures}/indicators_vs_gap")
     log(f"{len(titles)} indicators over {len(networks)} networks")
+    seal_job(sm)

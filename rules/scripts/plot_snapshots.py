@@ -8,7 +8,7 @@ from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
 from workflow_src.figures.snapshots import snapshots_chart  # noqa: E402
 from workflow_src.figures.theme import use_theme  # noqa: E402
-from workflow_src.integrity import open_store, read_all  # noqa: E402
+from workflow_src.integrity import open_store, read_all, seal_job  # noqa: E402
 from workflow_src.runtable import HYPERPARAMETERS  # noqa: E402
 from workflow_src.snapshots import indicator_columns, snapshot_table  # noqa: E402
 
@@ -25,3 +25,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
                          size["width"], size["height"]), f"{sm.params.figures}/snapshots")
     log(f"{table['run_id'].nunique()} networks x {table['step'].nunique()} steps; "
         f"indicators {indicators}; sources {table['source'].value_counts().to_dict()}")
+    seal_job(sm)

@@ -7,7 +7,7 @@ import pandas as pd  # noqa: E402
 
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.integrity import open_store  # noqa: E402
+from workflow_src.integrity import open_store, seal_job  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     confidence = snakemake.params.stats["confidence"]  # noqa: F821
@@ -22,3 +22,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     pd.concat(tables, ignore_index=True).to_csv(coefficients_path, index=False)
     Path(snakemake.output.summary).write_text("\n".join(texts))  # noqa: F821
     log("\n".join(texts))
+    seal_job(snakemake)  # noqa: F821

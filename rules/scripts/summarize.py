@@ -4,15 +4,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-import pandas as pd  # noqa: E402
-
 from workflow_src import stats  # noqa: E402
 from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.integrity import open_store  # noqa: E402
+from workflow_src.integrity import open_store, read_all, read_csv, seal_job  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
-    correlations = pd.read_csv(snakemake.input.correlations)  # noqa: F821
-    granulated = pd.read_csv(snakemake.input.granulated)  # noqa: F821
+    sm = snakemake  # noqa: F821
+    # Each table checked against the seal of the job that wrote it: an edited or garbled
+    # file is refused, naming it and the fix, instead of summarized.
+    correlations, granulated = read_all([
+        (read_csv, sm.input.correlations, sm.input.correlate_seal),
+        (read_csv, sm.input.granulated, sm.input.granulate_seal)])
     ds = open_store(snakemake.input.metrics)  # noqa: F821
     converged = stats.converged(stats.network_table(ds))
     indicators = stats.indicator_names(ds)
@@ -22,3 +24,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     table = stats.summary(correlations, granulated, signs, scores)
     table.to_csv(snakemake.output.summary, index=False)  # noqa: F821
     log(table.to_string())
+    seal_job(sm)
