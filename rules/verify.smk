@@ -9,7 +9,7 @@ rule verify:
         # Paths as params, not inputs: a missing one must be reported, not stop the DAG.
         expected=lambda wc: (dataset_outputs()
                              + [e for shard in SHARDS for e in shard_outputs(shard)]
-                             + study_store()),
+                             + study_jobs()),
         study_outputs=lambda wc: [str(path) for path in TARGETS],
     log:
         f"{STUDY_DIR}/logs/verify.log",

@@ -1,5 +1,9 @@
-# What `snakemake verify` (rules/verify.smk) expects: every output of the shard plan, with
-# what must be removed with it and what the next run then redoes.
+# What `snakemake verify` (rules/verify.smk) expects: every dataset, every output of the
+# shard plan and every study-level job's seal, with what must be removed with it and what
+# the next run then redoes.
+from snakemake.exceptions import WorkflowError
+from snakemake.io import is_flagged
+
 from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 
 
@@ -19,24 +23,54 @@ def written_with(metric):
 
 def networks_of(data_ids):
     ids = [run_id for run_id, run in RUNS.items() if run.data.id in data_ids]
-    shards = [shard for shard, members in SHARDS.items() if set(members) & set(ids)]
+    shards = shards_on(data_ids)
     return (f"the {len(shards)} shard(s) of its {len(ids)} network(s) train and are measured "
             "again (networks retrain only if the rebuilt dataset differs from the one they "
             f"were trained on): {', '.join(shards)}")
 
 
+def shards_on(data_ids):
+    """The shards with a member trained on one of the datasets ``data_ids``."""
+    return [shard for shard, members in SHARDS.items()
+            if any(RUNS[run_id].data.id in data_ids for run_id in members)]
+
+
+def snapshot_stores(shard):
+    """The shard's snapshot store (measure.snapshots), measured from its members."""
+    return [SNAPSHOT_STORE.format(shard=shard)] if SNAPSHOTS["enabled"] else []
+
+
+def measured_from(shard):
+    """The shard's record and what is measured from its members: its stores."""
+    return [shard_record(shard), *(metric_store(m, shard) for m in METRICS_TO_AGGREGATE),
+            *snapshot_stores(shard)]
+
+
+def shard_jobs_on(data_ids):
+    """The records and stores of every shard with a member trained on ``data_ids``."""
+    return [path for shard in shards_on(data_ids) for path in measured_from(shard)]
+
+
 def dataset_outputs():
+    """Each raw dataset and corrupted subset. A damaged one takes with it everything computed
+    from it down to the shards' records and stores (a raw one, its subsets too): Snakemake
+    asks for a missing dataset only when a job that reads it must run, and the shards' jobs
+    must not be skipped. Their training jobs then reuse every member whose dataset is
+    rebuilt identical (workflow_src/train_shard.py)."""
     raw = {spec.dataset: [] for spec in DATA_SPECS.values()}
     for data_id, spec in DATA_SPECS.items():
         raw[spec.dataset].append(data_id)
-    entries = [{"output": f"results/datasets/raw/{name}.zarr",
-                "removes": [f"results/datasets/raw/{name}.zarr"],
-                "rebuilds": f"acquire {name}, corrupt its subsets; {networks_of(data_ids)}"}
-               for name, data_ids in raw.items()]
-    entries += [{"output": f"results/datasets/{data_id}.zarr",
-                 "removes": [f"results/datasets/{data_id}.zarr"],
-                 "rebuilds": f"corrupt {data_id}; {networks_of([data_id])}"}
-                for data_id in DATA_SPECS]
+    entries = []
+    for name, data_ids in raw.items():
+        path = f"results/datasets/raw/{name}.zarr"
+        subsets = [f"results/datasets/{data_id}.zarr" for data_id in data_ids]
+        entries.append({"output": path, "removes": [path, *subsets, *shard_jobs_on(data_ids)],
+                        "rebuilds": f"acquire {name}, corrupt its {len(data_ids)} subset(s); "
+                                    f"{networks_of(data_ids)}"})
+    for data_id in DATA_SPECS:
+        path = f"results/datasets/{data_id}.zarr"
+        entries.append({"output": path, "removes": [path, *shard_jobs_on([data_id])],
+                        "rebuilds": f"corrupt {data_id}; {networks_of([data_id])}"})
     return entries
 
 
@@ -45,13 +79,11 @@ def shard_outputs(shard):
     curve.csv), and the shard's metric stores. A damaged member takes the shard's record and
     stores with it; the next run retrains that member only (intact members are reused,
     workflow_src/train_shard.py) and re-measures the shard."""
-    record = shard_record(shard)
-    stores = {m: metric_store(m, shard) for m in METRICS_TO_AGGREGATE}
-    measure_again = ", ".join(sorted({measure_rule_of(m) for m in stores}))
-    # Snapshot stores (measure.snapshots) are measured from the members like the others.
-    snapshots = [SNAPSHOT_STORE.format(shard=shard)] if SNAPSHOTS["enabled"] else []
+    record, *stores = measured_from(shard)
+    metric_stores = {m: metric_store(m, shard) for m in METRICS_TO_AGGREGATE}
+    measure_again = ", ".join(sorted({measure_rule_of(m) for m in metric_stores}))
     entries = [{"output": record, "required": ["shard", "members"],
-                "removes": [record, *stores.values(), *snapshots],
+                "removes": [record, *stores],
                 "rebuilds": f"train shard {shard} (intact members are reused), then "
                             f"{measure_again} of it"}]
     for run_id in SHARDS[shard]:
@@ -59,22 +91,57 @@ def shard_outputs(shard):
         entries.append({
             "output": f"{folder}/train.json", "required": list(TRAIN_SUMMARY_KEYS),
             "removes": [f"{folder}/model.pt", f"{folder}/curve.csv", f"{folder}/train.json",
-                        record, *stores.values(), *snapshots],
+                        record, *stores],
             "rebuilds": f"network {run_id} retrains in shard {shard}, then {measure_again} "
                         "of the shard"})
     entries += [{"output": store,
                  "removes": [metric_store(m, shard) for m in written_with(metric)],
                  "rebuilds": f"{measure_rule_of(metric)} of shard {shard}"}
-                for metric, store in stores.items()]
+                for metric, store in metric_stores.items()]
     entries += [{"output": store, "removes": [store],
-                 "rebuilds": f"measure_snapshots of shard {shard}"} for store in snapshots]
+                 "rebuilds": f"measure_snapshots of shard {shard}"}
+                for store in snapshot_stores(shard)]
     return entries
 
 
-def study_store():
-    """The study's metrics.zarr, which every statistic and figure reads (when it exists:
-    a study not yet aggregated has nothing to check there)."""
-    store = str(rules.aggregate.output.metrics)  # a plain path: params are pickled
-    return [{"output": store, "removes": [store],
-             "rebuilds": "aggregate, then every statistic and figure"}] if os.path.exists(store) else []
+def study_jobs():
+    """One entry per study-level job the study asks for (its outputs are in TARGETS): the
+    job's record (its `seal` output) or, for the aggregate, the store it writes. A damaged
+    one takes the job's outputs; the next run redoes the job, and then every job that reads
+    them (their input is newer). A job with none of its outputs present is not checked:
+    it has not run yet (or verify removed it with a damaged shard), and the next run runs it."""
+    targets = {str(path) for path in TARGETS}
+    jobs = [job for job in workflow.rules if targets & {str(f) for f in job.output}]
+    readers = {job.name: [other.name for other in jobs
+                          if {str(f) for f in job.output} & {str(f) for f in other.input}]
+               for job in jobs}
+    entries = []
+    for job in jobs:
+        outputs = [str(f) for f in job.output]
+        if "seal" in job.output.keys():
+            checked = {str(job.output.seal): ["rule"]}
+        elif all(is_flagged(f, "directory") for f in job.output):
+            checked = {path: [] for path in outputs}  # Zarr stores, sealed by their manifests
+        else:
+            raise WorkflowError(f"the study outputs {outputs} of {job.name} are not sealed; "
+                                f"declare seal=study_seal(\"{job.name}\") among its outputs "
+                                "and call integrity.seal_job last in its script")
+        if not any(os.path.exists(path) for path in outputs):
+            continue
+        then = sorted(_downstream(job.name, readers))
+        rebuilds = job.name + (f", then what reads its outputs: {', '.join(then)}" if then else "")
+        entries += [{"output": path, "required": required, "removes": outputs,
+                     "rebuilds": rebuilds, "study_level": True}
+                    for path, required in checked.items()]
+    return entries
 
+
+def _downstream(name, readers):
+    """Every job that reads the outputs of ``name``, or of a job that does, and so on."""
+    found, todo = set(), list(readers[name])
+    while todo:
+        reader = todo.pop()
+        if reader not in found:
+            found.add(reader)
+            todo += readers[reader]
+    return found
