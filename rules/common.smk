@@ -84,6 +84,10 @@ METRIC_SETTINGS["critical"]["n_points"] = min(MEASURE["critical"]["n_points"], N
 METRIC_SETTINGS["hessian"]["n_points"] = min(MEASURE["hessian"]["n_points"], config["data"]["n_train"])
 METRIC_SETTINGS["ntk"]["n_points"] = min(MEASURE["ntk"]["n_points"], config["data"]["n_train"])
 METRIC_SETTINGS["ntk"]["n_test_points"] = min(MEASURE["ntk"]["n_test_points"], config["data"]["n_test"])
+# Keskar's sharpness without restarts (the default) is the single run from z = 0 it always
+# was: the setting enters the store's name only when used, so earlier stores keep theirs.
+if not METRIC_SETTINGS["sharpness"].get("restarts"):
+    METRIC_SETTINGS["sharpness"].pop("restarts", None)
 ENABLED = {"jacobian": True, "bounds": True,
            "translation": METRIC_SETTINGS["translation"]["n_points"] > 0,
            "ellipses": MEASURE["ellipses"]["per_kind"] > 0,

@@ -184,7 +184,7 @@ def test_metrics_use_the_box_of_A_pinv_w(monkeypatch):
     calls = []
     original = S.maximize_in_box
 
-    def recording(fun, half_widths, max_iterations):
+    def recording(fun, half_widths, max_iterations, starts=None):
         points = []
 
         def wrapped(z):
@@ -192,7 +192,7 @@ def test_metrics_use_the_box_of_A_pinv_w(monkeypatch):
             return fun(z)
 
         calls.append((np.asarray(half_widths).copy(), points))
-        return original(wrapped, half_widths, max_iterations)
+        return original(wrapped, half_widths, max_iterations, starts)
 
     monkeypatch.setattr(S, "maximize_in_box", recording)
     epsilons = (1e-3, 5e-4)
@@ -335,14 +335,23 @@ def test_store_layout():
     model = _trained_net(steps=20)
     x, y = _data()
     out = S.sharpness_metrics(model, x, y, epsilons=(1e-3, 5e-4), max_iterations=10, seed=2)
-    names = ["sharpness_full", "sharpness_subspace", "sharpness_full_evaluations",
-             "sharpness_subspace_evaluations"]
+    names = [f"sharpness_{a}{suffix}" for a in ("full", "subspace") for suffix in
+             ("", "_evaluations", "_iterations", "_status", "_converged", "_restart_gain")]
     assert sorted(out.data_vars) == sorted(names)
     for name in names:
         assert out[name].dims == ("epsilon",) and out[name].dtype == np.float64
     np.testing.assert_array_equal(out["epsilon"].values, [1e-3, 5e-4])
     evaluations = out["sharpness_full_evaluations"].values
     assert (evaluations >= 2).all() and (evaluations == np.round(evaluations)).all()
+    for a in ("full", "subspace"):
+        status = out[f"sharpness_{a}_status"].values
+        assert set(status) <= {0.0, 1.0, 2.0}
+        np.testing.assert_array_equal(out[f"sharpness_{a}_converged"].values, status == 0)
+        assert ((1 <= out[f"sharpness_{a}_iterations"]) & (out[f"sharpness_{a}_iterations"]
+                                                          <= 10)).all()
+        np.testing.assert_array_equal(out[f"sharpness_{a}_restart_gain"].values, 0.0)
+        assert out[f"sharpness_{a}"].attrs["converged_by"] == f"sharpness_{a}_converged"
+    assert out.attrs["restarts"] == 0 and "uniform" in out.attrs["restart_distribution"]
     attrs = out.attrs
     assert "1609.04836" in attrs["paper"] and "Metric 2.1" in attrs["equation"]
     assert attrs["max_iterations"] == 10 and attrs["seed"] == 2
@@ -360,3 +369,126 @@ def test_fewer_parameters_than_subspace_dim_uses_all_of_them():
     assert "p = n = 3" in out.attrs["note"]
     assert out["sharpness_subspace"].values[0] == 0.0
     assert out["sharpness_subspace"].values[1] > 0
+
+
+# --- how L-BFGS-B stopped, and restarts -----------------------------------------------------
+
+def test_status_says_why_lbfgsb_stopped():
+    """0: its convergence test (here a vertex where the gradient points out of the box);
+    1: the iteration budget; 2: anything else (here a gradient that lies, so the line search
+    finds no ascent: ABNORMAL)."""
+    c = np.array([1.0, -2.0, 0.5])
+    vertex = S.maximize_in_box(lambda z: (float(c @ z), c), np.array([0.1, 0.2, 0.3]))
+    assert vertex.status == 0 and "CONVERGENCE" in vertex.message
+    np.testing.assert_array_equal(vertex.z, [0.1, -0.2, 0.3])
+    a = np.diag([1.0, 100.0, 1e4])  # an ill-conditioned concave bowl, its top at z = 0.3
+    bowl = lambda z: (-float((z - 0.3) @ a @ (z - 0.3)), -2 * a @ (z - 0.3))  # noqa: E731
+    short = S.maximize_in_box(bowl, np.ones(3), max_iterations=2)
+    assert short.status == 1 and short.iterations == 2 and "ITERATIONS" in short.message
+    full = S.maximize_in_box(bowl, np.ones(3), max_iterations=100)
+    assert full.status == 0 and 2 < full.iterations < 100
+    assert full.value == pytest.approx(0.0, abs=1e-12) and short.value < full.value
+    liar = S.maximize_in_box(lambda z: (1.0 - float(z @ z), 2 * z + 1.0), np.full(4, 0.1))
+    assert liar.status == 2 and "ABNORMAL" in liar.message
+
+
+def _bump(z):
+    """1-D: a local maximum 0 at z = −0.2 (where L-BFGS-B from z = 0 goes) and the global
+    one, ≈ 2, near z = 0.8."""
+    peak = 3 * np.exp(-(z[0] - 0.8) ** 2 / 0.02)
+    return (float(-(z[0] + 0.2) ** 2 + peak),
+            np.array([-2 * (z[0] + 0.2) - peak * 2 * (z[0] - 0.8) / 0.02]))
+
+
+def test_restarts_keep_the_best_run_and_the_first_runs_value():
+    h = np.ones(1)
+    alone = S.maximize_in_box(_bump, h, max_iterations=50)
+    assert alone.z[0] == pytest.approx(-0.2, abs=1e-4) and alone.first_value == alone.value
+    seen = []
+
+    def recorded(z):
+        seen.append(z.copy())
+        return _bump(z)
+
+    starts = np.array([[-0.5], [0.9], [1.0]])
+    found = S.maximize_in_box(recorded, h, max_iterations=50, starts=starts)
+    assert found.first_value == alone.value  # the run from z = 0 is unchanged
+    assert found.value == max(_bump(z)[0] for z in seen) == pytest.approx(2.0, abs=0.05)
+    assert found.z[0] == pytest.approx(0.8, abs=0.05) and found.status == 0
+    assert {0.9, 1.0} <= {float(z[0]) for z in seen}  # the restarts' start points
+    assert all(abs(z[0]) <= 1.0 for z in seen)
+    assert found.evaluations == len(seen) > alone.evaluations
+
+
+def test_restart_points_are_seeded_uniform_draws_that_grow_by_prefix():
+    u = S.restart_points(1000, 5, seed=3, stream=0)
+    assert u.shape == (5, 1000) and u.min() >= -1 and u.max() <= 1
+    assert abs(u.mean()) < 0.02 and u.std() == pytest.approx(1 / math.sqrt(3), rel=0.02)
+    np.testing.assert_array_equal(u[:2], S.restart_points(1000, 2, seed=3, stream=0))
+    for other in (S.restart_points(1000, 5, seed=4, stream=0),
+                  S.restart_points(1000, 5, seed=3, stream=1)):
+        assert not np.array_equal(u, other)
+    assert S.restart_points(7, 0, seed=3, stream=0).shape == (0, 7)
+
+
+def test_metrics_with_restarts_are_the_best_over_runs_and_say_by_how_much():
+    """A trained network whose subspace box (ε√n wide along each direction) has maxima that
+    L-BFGS-B from z = 0 misses."""
+    model = _trained_net(seed=2)
+    x, y = _data()
+    kw = dict(epsilons=(1e-3, 5e-4), seed=0)
+    once = S.sharpness_metrics(model, x, y, **kw)
+    np.testing.assert_array_equal(once["sharpness_subspace"],  # restarts=0 is the default
+                                  S.sharpness_metrics(model, x, y, restarts=0, **kw)[
+                                      "sharpness_subspace"])
+    two = S.sharpness_metrics(model, x, y, restarts=2, **kw)
+    three = S.sharpness_metrics(model, x, y, restarts=3, **kw)
+    assert three.attrs["restarts"] == 3
+    for a in ("full", "subspace"):
+        phi, gain = three[f"sharpness_{a}"].values, three[f"sharpness_{a}_restart_gain"].values
+        assert (phi >= two[f"sharpness_{a}"].values).all()  # the first 2 restarts are shared
+        assert (gain >= 0).all()
+        np.testing.assert_allclose(phi - gain, once[f"sharpness_{a}"].values, rtol=1e-12,
+                                   atol=1e-15)
+        assert (three[f"sharpness_{a}_evaluations"] > once[f"sharpness_{a}_evaluations"]).all()
+    assert (three["sharpness_subspace_restart_gain"] > 0.5).all()  # the case under test
+    xr.testing.assert_identical(three, S.sharpness_metrics(model, x, y, restarts=3, **kw))
+    with pytest.raises(ValueError, match="restarts"):
+        S.sharpness_metrics(model, x, y, restarts=-1, **kw)
+
+
+# --- through the workflow's settings --------------------------------------------------------
+
+def test_measure_shard_passes_restarts_and_flattens_the_status_per_epsilon():
+    from workflow_src import measure_shard
+
+    model = _trained_net(seed=2, steps=20)
+    x, y = _data()
+    data = xr.Dataset({"x_train": (("n", "c", "h", "w"), x.numpy()),
+                       "y_train": ("n", y.numpy())})
+    job = measure_shard.MemberJob(torch.device("cpu"), 4096)
+    settings = {"epsilons": [1e-3, 5e-4], "subspace_dim": 10, "max_iterations": 3, "seed": 1}
+    kw = dict(epsilons=(1e-3, 5e-4), subspace_dim=10, max_iterations=3, seed=1)
+    for restarts in (None, 2):  # None: a settings dict from before the key existed
+        given = settings if restarts is None else {**settings, "restarts": restarts}
+        out = measure_shard.sharpness(model, data, given, job)
+        alone = S.sharpness_metrics(model, x, y, restarts=restarts or 0, **kw)
+        for name in alone.data_vars:
+            for eps, suffix in ((1e-3, "eps0p001"), (5e-4, "eps0p0005")):
+                assert out[f"{name}_{suffix}"].item() == alone[name].sel(epsilon=eps).item()
+        assert {"sharpness_full_converged_eps0p001", "sharpness_subspace_status_eps0p0005",
+                "sharpness_full_restart_gain_eps0p0005"} <= set(out.data_vars)
+
+
+def test_restarts_enter_the_sharpness_store_name_only_when_used():
+    """Stores measured before the setting existed (one run from z = 0) keep their names."""
+    from test_store_identities import base_config, base_names, changed_stores
+
+    from workflow_src.runtable import stable_hash
+
+    settings = {k: v for k, v in base_config()["measure"]["sharpness"].items()
+                if k not in ("enabled", "restarts")}
+    assert base_config()["measure"]["sharpness"]["restarts"] == 0
+    assert base_names()["sharpness"] == \
+        f"results/shards/s/sharpness-{stable_hash(settings, 8)}.zarr"
+    assert changed_stores(sharpness__restarts=2) == {"sharpness"}

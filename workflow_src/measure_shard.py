@@ -133,7 +133,7 @@ def sharpness(model, data, settings, job) -> xr.Dataset:
     out = sharpness_metrics(model, x, y, epsilons=tuple(settings["epsilons"]),
                             subspace_dim=settings["subspace_dim"],
                             max_iterations=settings["max_iterations"], seed=settings["seed"],
-                            chunk_size=job.chunk_size)
+                            chunk_size=job.chunk_size, restarts=settings.get("restarts", 0))
     flat = {}
     for name, da in out.data_vars.items():
         if "epsilon" not in da.dims:

@@ -28,14 +28,19 @@ keskarnitish/large-batch-training ask for it). We start at z = 0, the trained we
 the public reimplementation of Wen et al. 2018 (wenwei202/smoothout, measure_sharpness.py)
 does in both variants. From z = 0 L-BFGS-B's first step is the projected steepest-ascent
 step along Aᵀ∇L(w), so the gradient at the minimum is what it follows first; a random start
-in the box would add noise from the start point to a 10-iteration estimate.
+in the box would add noise from the start point to a 10-iteration estimate. ``restarts``
+(default 0) adds runs from seeded uniform points in the box (``restart_points``): φ is the
+best over all runs and ``_restart_gain`` says how much the best beat the run from z = 0.
 
 Stopping. SciPy's default tolerances (gtol = 1e-5 on the projected gradient, ftol ≈ 2.2e-9
 on the relative decrease) would stop a well-trained network at z = 0, whose every
 |∂L/∂w_i| can be below 1e-5, and report 0. Both are set to 0 here, so L-BFGS-B runs its
 ``max_iterations`` iterations unless the line search fails, an iteration leaves the loss
 unchanged, or the projected gradient is exactly 0 (a vertex of the box where the gradient
-points out along every coordinate: common for small ε, where L is nearly linear).
+points out along every coordinate: common for small ε, where L is nearly linear). How the
+run that found φ stopped is stored (``_status``, ``_iterations``): ``_converged`` is 1 only
+when L-BFGS-B's own convergence test stopped it (a stationary point of the box problem);
+the iteration budget or a failed line search leave it 0.
 
 The value is never negative: every point evaluated lies in C_ε (z is clipped onto the box
 before the loss is evaluated, against rounding at the bounds), the maximum is the largest
@@ -67,6 +72,9 @@ EQUATION = ("§2.2.2 Metric 2.1: phi(eps, A) = 100 (max_{z in C_eps} L(w + A z) 
             "(1 + L(w)), C_eps = {z : |z_i| <= eps (|(A^+ w)_i| + 1)}")
 START_POINT = ("z = 0 (the trained weights), as in the reimplementation wenwei202/smoothout; "
                "the paper and the authors' released code do not say")
+RESTART_DISTRIBUTION = ("restart r starts at z = u_r * h (h the box's half-widths), u_r i.i.d. "
+                        "uniform on [-1, 1]^p from numpy.random.default_rng([seed, 1, 0 full "
+                        "| 1 subspace]); phi is the best over all runs")
 SUBSPACE_DISTRIBUTION = ("A (n x p) with i.i.d. standard normal N(0, 1) entries from "
                          "numpy.random.default_rng(seed), columns not normalised; "
                          "A^+ = torch.linalg.pinv(A) in float64")
@@ -160,41 +168,34 @@ def box_half_widths(projected_weights: np.ndarray, epsilon: float) -> np.ndarray
 
 @dataclass(frozen=True)
 class BoxMaximum:
-    """What ``maximize_in_box`` found: the largest value evaluated and where."""
+    """What ``maximize_in_box`` found: the largest value evaluated and where, and how the
+    L-BFGS-B run that evaluated it stopped."""
 
-    value: float  # max over every evaluated z (z = 0 included), so ≥ start_value
+    value: float  # max over every evaluated z of every run (z = 0 included), ≥ start_value
     start_value: float  # the objective at z = 0
     z: np.ndarray  # where ``value`` was evaluated
-    evaluations: int  # objective calls made by L-BFGS-B, z = 0 included
-    iterations: int
+    evaluations: int  # objective calls made by L-BFGS-B over all runs, z = 0 included
+    iterations: int  # L-BFGS-B iterations of the run that found ``value``
+    status: int  # scipy's status of that run: 0 its convergence test, 1 the iteration
+    #   budget, 2 anything else (e.g. ABNORMAL_TERMINATION_IN_LNSRCH)
     message: str
+    first_value: float  # the best value of the run from z = 0 (= value without restarts)
 
 
-def maximize_in_box(fun: BoxObjective, half_widths: np.ndarray, max_iterations: int = 10
-                    ) -> BoxMaximum:
-    """Approximate max of fun over the box |z_i| ≤ half_widths_i by L-BFGS-B from z = 0.
-
-    ``fun(z) -> (value, gradient)`` in float64; L-BFGS-B minimises −fun for at most
-    ``max_iterations`` iterations with its tolerances set to 0 (see the module docstring).
-    z is clipped onto the box before every call (L-BFGS-B stays inside it but for
-    rounding), and the result is the best value of all calls, not L-BFGS-B's last iterate.
-    """
-    h = np.asarray(half_widths, dtype=np.float64)
-    if (h < 0).any() or not np.isfinite(h).all():
-        raise ValueError("half-widths must be finite and non-negative")
-    lower, upper = -h, h
-    z0 = np.zeros_like(h)
-    start_value, start_grad = fun(z0)
-    start_value = float(start_value)
-    start = (-start_value, -np.asarray(start_grad, dtype=np.float64))
-    best = {"value": start_value, "z": z0}
+def _lbfgsb_run(fun: BoxObjective, h: np.ndarray, z0: np.ndarray,
+                at_zero: tuple[float, np.ndarray], max_iterations: int) -> dict:
+    """One L-BFGS-B run on −fun from z0 in the box |z_i| ≤ h_i: the best value of its
+    calls (and at z = 0, ``at_zero`` = (value, gradient), reused), where, and how it
+    stopped."""
+    best = {"value": at_zero[0], "z": np.zeros_like(h)} if not z0.any() else \
+        {"value": -np.inf, "z": z0}
     calls = [0]
 
     def objective(z):
         calls[0] += 1
-        z = np.clip(np.asarray(z, dtype=np.float64), lower, upper)
-        if not z.any():  # z = 0 (L-BFGS-B's first call): already evaluated
-            return start[0], start[1].copy()
+        z = np.clip(np.asarray(z, dtype=np.float64), -h, h)
+        if not z.any():  # z = 0 (the first run's first call): already evaluated
+            return -at_zero[0], -at_zero[1]
         value, grad = fun(z)
         value = float(value)
         if value > best["value"]:
@@ -202,13 +203,38 @@ def maximize_in_box(fun: BoxObjective, half_widths: np.ndarray, max_iterations: 
         return -value, -np.asarray(grad, dtype=np.float64)
 
     result = scipy.optimize.minimize(
-        objective, z0, jac=True, method="L-BFGS-B",
-        bounds=scipy.optimize.Bounds(lower, upper),
+        objective, z0, jac=True, method="L-BFGS-B", bounds=scipy.optimize.Bounds(-h, h),
         options={"maxiter": max_iterations, "ftol": 0.0, "gtol": 0.0})
-    # best starts at z = 0, so the value is never below the start value.
-    return BoxMaximum(value=max(best["value"], start_value), start_value=start_value,
-                      z=best["z"], evaluations=calls[0], iterations=int(result.get("nit", 0)),
-                      message=str(result.message))
+    # A box of width 0 (ε = 0) fixes every variable: scipy returns without running L-BFGS-B
+    # and without a status; its one point is the maximum (status 0).
+    return {**best, "calls": calls[0], "iterations": int(result.get("nit", 0)),
+            "status": int(result.get("status", 0)), "message": str(result.message)}
+
+
+def maximize_in_box(fun: BoxObjective, half_widths: np.ndarray, max_iterations: int = 10,
+                    starts: np.ndarray | None = None) -> BoxMaximum:
+    """Approximate max of fun over the box |z_i| ≤ half_widths_i by L-BFGS-B from z = 0, and
+    from z = u ⊙ half_widths for every row u ∈ [−1, 1]^p of ``starts`` (restarts).
+
+    ``fun(z) -> (value, gradient)`` in float64; L-BFGS-B minimises −fun for at most
+    ``max_iterations`` iterations per run with its tolerances set to 0 (see the module
+    docstring). z is clipped onto the box before every call (L-BFGS-B stays inside it but
+    for rounding), and the result is the best value of all calls of all runs, not
+    L-BFGS-B's last iterate; the first run's best is kept as ``first_value``.
+    """
+    h = np.asarray(half_widths, dtype=np.float64)
+    if (h < 0).any() or not np.isfinite(h).all():
+        raise ValueError("half-widths must be finite and non-negative")
+    start_value, start_grad = fun(np.zeros_like(h))
+    at_zero = (float(start_value), np.asarray(start_grad, dtype=np.float64))
+    points = [np.zeros_like(h)] + [np.clip(np.asarray(u, dtype=np.float64) * h, -h, h)
+                                   for u in ([] if starts is None else starts)]
+    runs = [_lbfgsb_run(fun, h, z0, at_zero, max_iterations) for z0 in points]
+    best = max(runs, key=lambda run: run["value"])  # the first of equal values
+    return BoxMaximum(value=max(best["value"], at_zero[0]), start_value=at_zero[0],
+                      z=best["z"], evaluations=sum(run["calls"] for run in runs),
+                      iterations=best["iterations"], status=best["status"],
+                      message=best["message"], first_value=max(runs[0]["value"], at_zero[0]))
 
 
 def sharpness_from_maximum(maximum: float, base: float) -> float:
@@ -264,41 +290,81 @@ class SharpnessProblem:
         value, grad = self.loss(self.w + step)
         return value, self._to_z(grad)
 
-    def sharpness(self, epsilon: float, max_iterations: int = 10) -> tuple[float, BoxMaximum]:
-        """φ(ε, A) and the box maximum it came from."""
-        found = maximize_in_box(self.objective, self.half_widths(epsilon), max_iterations)
+    def sharpness(self, epsilon: float, max_iterations: int = 10,
+                  starts: np.ndarray | None = None) -> tuple[float, BoxMaximum]:
+        """φ(ε, A) and the box maximum it came from; ``starts``: restart points u ∈
+        [−1, 1]^p (rows), each run from z = u ⊙ the box's half-widths."""
+        found = maximize_in_box(self.objective, self.half_widths(epsilon), max_iterations,
+                                starts=starts)
         return sharpness_from_maximum(found.value, self.base_value), found
+
+
+def restart_points(p: int, restarts: int, seed: int, stream: int) -> np.ndarray:
+    """(restarts, p) points u with entries i.i.d. uniform on [−1, 1], from
+    ``numpy.random.default_rng([seed, 1, stream])`` (stream 0: full space, 1: subspace;
+    ``default_rng(seed)`` alone draws the subspace's A). A restart starts at z = u ⊙ h, h the
+    box's half-widths, so one draw serves every ε, and more restarts keep the first ones."""
+    return np.random.default_rng([seed, 1, stream]).uniform(-1.0, 1.0, (restarts, p))
+
+
+# Indicator -> the variable that says (1.0 / 0.0) whether its search converged (both with dim
+# epsilon; measure_shard names them <name>_eps<ε>); kept in step with aggregate.CONVERGED_BY.
+CONVERGED_BY = {"sharpness_full": "sharpness_full_converged",
+                "sharpness_subspace": "sharpness_subspace_converged"}
 
 
 def sharpness_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                       epsilons=(1e-3, 5e-4), subspace_dim: int = 100,
-                      max_iterations: int = 10, seed: int = 0,
-                      chunk_size: int = 4096) -> xr.Dataset:
+                      max_iterations: int = 10, seed: int = 0, chunk_size: int = 4096,
+                      restarts: int = 0) -> xr.Dataset:
     """Keskar's sharpness φ(ε, A) of a trained network, full space and random subspace.
 
     x, y: the training set with the labels the network was trained on (the loss is their
     mean cross-entropy). Variables (dim ``epsilon``, float64): ``sharpness_full``
-    (A = I_n), ``sharpness_subspace`` (A random n × p, p = min(subspace_dim, n)), and
-    ``sharpness_{full,subspace}_evaluations``: the (loss, gradient) evaluations over the
-    training set that L-BFGS-B asked for at each ε, z = 0 included (computed once and
-    shared by every ε).
+    (A = I_n), ``sharpness_subspace`` (A random n × p, p = min(subspace_dim, n)), each the
+    best over the run from z = 0 and ``restarts`` more (``restart_points``). For each A:
+    ``_evaluations``, the (loss, gradient) evaluations over the training set that L-BFGS-B
+    asked for at that ε over all runs, z = 0 included (computed once, shared by every ε);
+    of the run that found φ, ``_iterations``, ``_status`` (scipy's: 0 its convergence test,
+    1 the iteration budget, 2 anything else, e.g. ABNORMAL_TERMINATION_IN_LNSRCH) and
+    ``_converged`` (1.0 if status 0); ``_restart_gain``, φ minus the first run's φ.
     """
     epsilons = np.asarray(epsilons, dtype=np.float64).reshape(-1)
     if (epsilons < 0).any():
         raise ValueError(f"epsilons must be non-negative, got {epsilons}")
+    if restarts < 0:
+        raise ValueError(f"restarts must be >= 0, got {restarts}")
     loss = TrainingLoss(model, x, y, chunk_size)
     n = loss.n_parameters
     p = min(int(subspace_dim), n)
     base = loss(loss.weights())
-    full = SharpnessProblem(loss, base=base)
-    subspace = SharpnessProblem(loss, subspace_basis(n, p, seed), base=base)
-    values = {"full": [], "subspace": []}
-    evaluations = {"full": [], "subspace": []}
-    for problem, name in ((full, "full"), (subspace, "subspace")):
+    problems = {"full": SharpnessProblem(loss, base=base),
+                "subspace": SharpnessProblem(loss, subspace_basis(n, p, seed), base=base)}
+    variables = {}
+    for stream, (name, problem) in enumerate(problems.items()):
+        starts = restart_points(problem.dim, restarts, seed, stream) if restarts else None
+        columns = {key: [] for key in ("", "evaluations", "iterations", "status",
+                                       "converged", "restart_gain")}
         for eps in epsilons:
-            phi, found = problem.sharpness(float(eps), max_iterations)
-            values[name].append(phi)
-            evaluations[name].append(found.evaluations)
+            phi, found = problem.sharpness(float(eps), max_iterations, starts)
+            first = sharpness_from_maximum(found.first_value, problem.base_value)
+            for key, value in (("", phi), ("evaluations", found.evaluations),
+                               ("iterations", found.iterations), ("status", found.status),
+                               ("converged", found.status == 0), ("restart_gain", phi - first)):
+                columns[key].append(value)
+        for key, column in columns.items():  # counts, codes, flags as float, like every
+            variables[f"sharpness_{name}_{key}" if key else f"sharpness_{name}"] = (  # per-run
+                "epsilon", np.asarray(column, dtype=np.float64))  # variable (NaN-paddable)
+    out = xr.Dataset(variables, coords={"epsilon": epsilons},
+                     attrs=_attrs(loss, problems["full"].base_value, max_iterations, restarts,
+                                  subspace_dim, p, seed))
+    for name, flag in CONVERGED_BY.items():
+        out[name].attrs["converged_by"] = flag
+    return out
+
+
+def _attrs(loss: TrainingLoss, base_value: float, max_iterations: int, restarts: int,
+           subspace_dim: int, p: int, seed: int) -> dict:
     attrs = {
         "paper": PAPER,
         "equation": EQUATION,
@@ -308,25 +374,18 @@ def sharpness_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
         "lbfgsb_options": f"maxiter={max_iterations}, ftol=0, gtol=0",
         "max_iterations": int(max_iterations),
         "start_point": START_POINT,
+        "restarts": int(restarts),
+        "restart_distribution": RESTART_DISTRIBUTION,
         "subspace_dim": p,
         "subspace_dim_requested": int(subspace_dim),
         "subspace_distribution": SUBSPACE_DISTRIBUTION,
         "seed": int(seed),
-        "n_parameters": n,
+        "n_parameters": loss.n_parameters,
         "n_points": loss.n_points,
-        "loss_at_weights": float(full.base_value),
+        "loss_at_weights": float(base_value),
     }
     if p < subspace_dim:
-        attrs["note"] = (f"the network has n = {n} < subspace_dim = {subspace_dim} "
-                         f"parameters: the subspace uses p = n = {n} random directions")
-    return xr.Dataset(
-        {"sharpness_full": ("epsilon", np.asarray(values["full"], dtype=np.float64)),
-         "sharpness_subspace": ("epsilon", np.asarray(values["subspace"], dtype=np.float64)),
-         # counts, stored as float like the other per-run variables (NaN-paddable)
-         "sharpness_full_evaluations": ("epsilon", np.asarray(evaluations["full"],
-                                                              dtype=np.float64)),
-         "sharpness_subspace_evaluations": ("epsilon", np.asarray(evaluations["subspace"],
-                                                                  dtype=np.float64))},
-        coords={"epsilon": epsilons},
-        attrs=attrs,
-    )
+        attrs["note"] = (f"the network has n = {loss.n_parameters} < subspace_dim = "
+                         f"{subspace_dim} parameters: the subspace uses p = n = "
+                         f"{loss.n_parameters} random directions")
+    return attrs
