@@ -338,6 +338,7 @@ def train_reference(workdir: Path) -> list[str]:
     return runs
 
 
+@pytest.mark.workflow
 def test_killed_training_job_resumes_to_the_uninterrupted_networks(tmp_path):
     """SIGKILL to Snakemake and its training job while the 2nd member of a shard trains (the
     1st finished, the 2nd past a checkpoint); after --unlock the re-run reuses the 1st,

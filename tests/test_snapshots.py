@@ -141,6 +141,7 @@ def study(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.workflow
 def test_the_table_has_every_run_at_every_step(study):
     table = pd.read_csv(study / "results/tiny/tables/snapshots.csv")
     metrics = xr.open_zarr(study / "results/tiny/metrics.zarr").load()
@@ -164,6 +165,7 @@ def test_the_table_has_every_run_at_every_step(study):
         assert (study / f"results/tiny/figures/snapshots.{name}").stat().st_size > 0
 
 
+@pytest.mark.workflow
 def test_the_curve_ends_at_the_final_networks_metrics(study):
     metrics = xr.open_zarr(study / "results/tiny/metrics.zarr").load()
     stores = sorted((study / "results/shards").glob("*/snapshots-*.zarr"))
@@ -187,6 +189,7 @@ def test_the_curve_ends_at_the_final_networks_metrics(study):
             assert float(last["test_acc"]) == float(metrics["test_acc"].values[j])
 
 
+@pytest.mark.workflow
 def test_switching_snapshots_off_and_on_finds_the_stores(study):
     stores = {p: p.stat().st_mtime_ns for p in (study / "results/shards").glob("*/snapshots-*")}
     off = snakemake(study, with_snapshots(enabled=False), "-n")
@@ -200,6 +203,7 @@ def test_switching_snapshots_off_and_on_finds_the_stores(study):
     assert {p: p.stat().st_mtime_ns for p in stores} == stores
 
 
+@pytest.mark.workflow
 def test_a_damaged_snapshot_store_is_removed_by_verify_and_measured_again(study):
     """Last in the module: it changes the study's files."""
     stores = sorted((study / "results/shards").glob("*/snapshots-*.zarr"))

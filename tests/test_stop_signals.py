@@ -238,6 +238,7 @@ def second_member_at_step_300(log: str) -> bool:
     return len(finished) == 1 and any("step 300:" in line for line in lines[finished[0]:])
 
 
+@pytest.mark.workflow
 def test_sigterm_to_the_training_job_saves_and_the_rerun_resumes(tmp_path):
     """SIGTERM to every process of Snakemake and its training job (what SLURM does at the
     time limit, KillWait seconds before SIGKILL) while the 2nd member of a shard trains,
