@@ -44,7 +44,7 @@ SKIP_REASON = _why_no_cluster()
 # CI sets GENSENS_REQUIRE_SLURM=1 after .ci/slurm-up: a missing cluster then fails the test
 # instead of skipping it unnoticed.
 REQUIRED = os.environ.get("GENSENS_REQUIRE_SLURM") == "1"
-pytestmark = [pytest.mark.workflow,
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm,
               pytest.mark.skipif(SKIP_REASON is not None and not REQUIRED,
                                  reason=SKIP_REASON or "")]
 
