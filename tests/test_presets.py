@@ -1,5 +1,9 @@
 """The study presets (studies/*.yaml): every full preset plans cleanly, every small variant
-runs end to end, and the statistics of the small novak_factors run are sane."""
+runs end to end, and the statistics of the small novak_factors run are sane.
+
+Each preset's small variant runs once (the module-scoped fixture small_run, parametrized
+per preset), so `-k zhang_cnn` runs only that preset. The tests that start Snakemake are
+marked workflow and presets; the others here are unit tests of the presets' tables."""
 
 from __future__ import annotations
 
@@ -17,8 +21,6 @@ from workflow_helpers import REPO, planned_jobs, snakemake
 from workflow_src.config import validate_config
 from workflow_src.runtable import build_run_table
 from workflow_src.shards import plan_shards
-
-pytestmark = pytest.mark.workflow
 
 PRESETS = sorted(p.stem for p in (REPO / "studies").glob("*.yaml"))
 # Small variants that use Fashion-MNIST read Debian's copy (`make test` installs it).
@@ -59,6 +61,8 @@ def test_header_states_the_size_it_has(name):
     assert full["study"] == name and small["study"] == f"{name}-small"
 
 
+@pytest.mark.workflow
+@pytest.mark.presets
 @pytest.mark.parametrize("name", PRESETS)
 def test_full_preset_dry_runs(tmp_path, name):
     config = load(name)
@@ -74,22 +78,35 @@ def test_full_preset_dry_runs(tmp_path, name):
 
 
 @pytest.fixture(scope="module")
-def small_runs(tmp_path_factory):
-    """Every preset's small variant in one scratch directory (datasets are shared)."""
-    workdir = tmp_path_factory.mktemp("presets")
-    for name in filter(runnable, PRESETS):
-        start = time.perf_counter()
-        result = snakemake(workdir, load(name), "--config", "scale=small")
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-        print(f"{name} small: {time.perf_counter() - start:.1f} s end to end")
-    return workdir
+def presets_dir(tmp_path_factory):
+    """One scratch directory for the small variants (the datasets they share are made once)."""
+    return tmp_path_factory.mktemp("presets")
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_small_variant_writes_stats_and_figures(small_runs, name):
+@pytest.fixture(scope="module")
+def small_run(request, presets_dir):
+    """The small variant of the preset request.param, run end to end; its results folder.
+    Tests take it through small(name) (one preset) or small(*PRESETS) (one test each)."""
+    name = request.param
     if not runnable(name):
         pytest.skip(f"{name}'s small variant needs Fashion-MNIST at {FASHION.parent}")
-    study = small_runs / "results" / f"{name}-small"
+    start = time.perf_counter()
+    result = snakemake(presets_dir, load(name), "--config", "scale=small")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    print(f"{name} small: {time.perf_counter() - start:.1f} s end to end")
+    return presets_dir / "results" / f"{name}-small"
+
+
+def small(*names: str):
+    """Runs the test on the small variant of each named preset (the fixture small_run)."""
+    marks = (pytest.mark.workflow, pytest.mark.presets)
+    return pytest.mark.parametrize("small_run", [pytest.param(n, marks=marks) for n in names],
+                                   indirect=True)
+
+
+@small(*PRESETS)
+def test_small_variant_writes_stats_and_figures(small_run):
+    study = small_run
     for filename in STATS:
         assert (study / "stats" / filename).stat().st_size > 0, filename
     for stem in FIGURES:
@@ -102,13 +119,12 @@ def test_small_variant_writes_stats_and_figures(small_runs, name):
     assert {"label_noise", "corruption", "status", "step", "train_loss"} <= set(curves.columns)
 
 
-@pytest.fixture(scope="module")
-def factors(small_runs):
-    if not runnable("novak_factors"):
-        pytest.skip(f"novak_factors' small variant needs Fashion-MNIST at {FASHION.parent}")
-    return small_runs / "results" / "novak_factors-small" / "stats"
+@pytest.fixture
+def factors(small_run):
+    return small_run / "stats"
 
 
+@small("novak_factors")
 def test_paired_has_each_factor_with_pairs_and_holm_adjusted_p(factors):
     paired = pd.read_csv(factors / "paired.csv")
     jacobian = paired[paired["indicator"] == "jacobian_norm"]
@@ -125,6 +141,7 @@ def test_paired_has_each_factor_with_pairs_and_holm_adjusted_p(factors):
     assert "batch_size left out of the matching keys" in gd_row["note"].iloc[0]
 
 
+@small("novak_factors")
 def test_pairs_match_the_paired_counts(factors):
     paired = pd.read_csv(factors / "paired.csv")
     pairs = pd.read_csv(factors / "pairs.csv")
@@ -134,6 +151,7 @@ def test_pairs_match_the_paired_counts(factors):
     assert (pairs["run_id_a"] != pairs["run_id_b"]).all()
 
 
+@small("novak_factors")
 def test_granulated_scores_every_indicator_and_names_skipped_axes(factors):
     granulated = pd.read_csv(factors / "granulated.csv")
     correlations = pd.read_csv(factors / "correlations.csv")
@@ -147,6 +165,7 @@ def test_granulated_scores_every_indicator_and_names_skipped_axes(factors):
     assert (single["note"] == "axis has a single value").all() and single["psi"].isna().all()
 
 
+@small("novak_factors")
 def test_summary_ranks_every_indicator(factors):
     summary = pd.read_csv(factors / "summary.csv")
     correlations = pd.read_csv(factors / "correlations.csv")
@@ -158,6 +177,7 @@ def test_summary_ranks_every_indicator(factors):
     assert np.all(np.diff(abs_psi) <= 1e-12)  # sorted by |Ψ|, largest first
 
 
+@small("novak_factors")
 def test_ols_covers_every_indicator(factors):
     ols = pd.read_csv(factors / "ols.csv")
     correlations = pd.read_csv(factors / "correlations.csv")
@@ -211,14 +231,9 @@ def test_theme_is_registered_and_enabled_by_use_theme():
     assert config["axis"]["labelFontSize"] >= 11
 
 
-def _small(small_runs, name):
-    if not runnable(name):
-        pytest.skip(f"{name}'s small variant needs Fashion-MNIST at {FASHION.parent}")
-    return small_runs / "results" / f"{name}-small"
-
-
-def test_keskar_small_variant_draws_the_1d_plot_of_its_twins(small_runs):
-    study = _small(small_runs, "keskar_batch")
+@small("keskar_batch")
+def test_keskar_small_variant_draws_the_1d_plot_of_its_twins(small_run):
+    study = small_run
     table = pd.read_csv(study / "stats" / "keskar_interpolation.csv")
     assert table.groupby(["small_run", "large_run"]).size().tolist() == [7, 7]  # 2 seeds
     assert set(table["batch_small"]) == {10} and set(table["batch_large"]) == {100}
@@ -229,15 +244,17 @@ def test_keskar_small_variant_draws_the_1d_plot_of_its_twins(small_runs):
     assert "batch_size" in set(paired["factor"])
 
 
-def test_arpit_small_variant_scores_the_critical_sample_ratio_and_norms(small_runs):
-    networks = pd.read_csv(_small(small_runs, "arpit_memorization") / "stats" / "networks.csv")
+@small("arpit_memorization")
+def test_arpit_small_variant_scores_the_critical_sample_ratio_and_norms(small_run):
+    networks = pd.read_csv(small_run / "stats" / "networks.csv")
     assert networks["critical_sample_ratio"].between(0, 1).all()
     assert sorted(networks["label_noise"]) == [0.0, 0.5, 1.0]
     assert {"path_norm", "spectral_product", "margin"} <= set(networks.columns)
 
 
-def test_double_descent_small_variant_marks_the_threshold(small_runs):
-    study = _small(small_runs, "double_descent")
+@small("double_descent")
+def test_double_descent_small_variant_marks_the_threshold(small_run):
+    study = small_run
     table = pd.read_csv(study / "stats" / "double_descent.csv")
     assert sorted(table["width"].unique()) == [2, 8, 16, 32, 64]
     assert set(table["threshold"]) == {200 * 10}
@@ -245,8 +262,9 @@ def test_double_descent_small_variant_marks_the_threshold(small_runs):
     assert (study / "figures" / "double_descent.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_jiang_small_variant_ranks_every_indicator(small_runs):
-    summary = pd.read_csv(_small(small_runs, "jiang_measures") / "stats" / "summary.csv")
+@small("jiang_measures")
+def test_jiang_small_variant_ranks_every_indicator(small_run):
+    summary = pd.read_csv(small_run / "stats" / "summary.csv")
     expected = {"jacobian_norm", "path_norm", "margin", "critical_sample_ratio",
                 "hessian_top_eigenvalue", "sharpness_subspace_eps0p0005",
                 "pac_bayes_mag_flatness", "ntk_top_eigenvalue", "transitions_exact"}
@@ -254,10 +272,11 @@ def test_jiang_small_variant_ranks_every_indicator(small_runs):
     assert {"expected_sign", "cmi", "robust_sign_error"} <= set(summary.columns)
 
 
-def test_zhang_cnn_small_variant_fits_random_labels_with_both_cnns(small_runs):
+@small("zhang_cnn")
+def test_zhang_cnn_small_variant_fits_random_labels_with_both_cnns(small_run):
     """Zhang et al. Fig. 1 with the CNNs: every network fits, random labels included; the
     random labels take longer; the test error of random labels is about chance."""
-    study = _small(small_runs, "zhang_cnn")
+    study = small_run
     networks = pd.read_csv(study / "stats" / "networks.csv")
     assert sorted(networks["architecture"]) == ["alexnet_small"] * 2 + ["inception_small"] * 2
     assert (networks["status"] == "converged").all() and (networks["train_acc"] == 1).all()
@@ -269,8 +288,9 @@ def test_zhang_cnn_small_variant_fits_random_labels_with_both_cnns(small_runs):
     assert (study / "figures" / "time_to_fit.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_zhang_batchnorm_small_variant_trains_inception_with_and_without(small_runs):
-    study = _small(small_runs, "zhang_batchnorm")
+@small("zhang_batchnorm")
+def test_zhang_batchnorm_small_variant_trains_inception_with_and_without(small_run):
+    study = small_run
     curves = pd.read_csv(study / "curves.csv")
     last = curves.sort_values("step").groupby("batch_norm").last()
     assert sorted(last.index) == [False, True]
