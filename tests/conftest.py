@@ -1,6 +1,18 @@
-"""Fixtures shared by the unit tests."""
+"""Fixtures shared by the unit tests, and the guard of the `workflow` marker.
+
+The guard: a test that starts the Snakemake CLI (a process whose program is `snakemake`, or
+`python -m snakemake`), in its body or in any fixture it uses, must be marked `workflow`;
+an unmarked one fails at that call, naming the marker. So `-m "not workflow"` (and
+`make test-fast`) never starts Snakemake, and a new workflow test cannot slip into the fast
+tier unmarked. It watches subprocess.Popen, which subprocess.run and check_output use; a
+Snakemake started by another program (make, a shell script) is not seen. The tiers and
+markers are described in tests/README.md.
+"""
 
 from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +69,55 @@ def seeded_global_generator():
     draws from it (torch.randn without a generator) sees the same numbers whichever tests
     ran before it: alone, with -k, or in the whole suite."""
     torch.manual_seed(0)
+
+
+# --- The guard of the workflow marker --------------------------------------------------------
+
+_running: list[pytest.Item] = []  # the test being set up, run or torn down
+
+
+def starts_snakemake(args) -> bool:
+    """Whether a Popen argument list runs the Snakemake CLI."""
+    argv = [args] if isinstance(args, (str, bytes, Path)) else list(args)
+    if not argv:
+        return False
+    words = [str(a) for a in argv]
+    if Path(words[0].split()[0] if len(words) == 1 else words[0]).name == "snakemake":
+        return True
+    return any(a == "-m" and b == "snakemake" for a, b in zip(words, words[1:]))
+
+
+class UnmarkedWorkflowTest(Exception):
+    """A test not marked workflow started Snakemake."""
+
+
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_popen_init(self, args, *rest, **kwargs):
+    if _running and starts_snakemake(args):
+        item = _running[-1]
+        if item.get_closest_marker("workflow") is None:
+            raise UnmarkedWorkflowTest(
+                f"{item.nodeid} starts Snakemake ({' '.join(map(str, args))[:120]}) but is not "
+                f"marked workflow: add @pytest.mark.workflow (see tests/README.md)")
+    _popen_init(self, args, *rest, **kwargs)
+
+
+def pytest_configure(config):
+    subprocess.Popen.__init__ = _guarded_popen_init
+
+
+def pytest_unconfigure(config):
+    subprocess.Popen.__init__ = _popen_init
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Remembers the test whose setup, call or teardown is running (fixtures of any scope
+    are set up within the first test that needs them)."""
+    _running.append(item)
+    try:
+        yield
+    finally:
+        _running.pop()
