@@ -11,7 +11,7 @@ CORES ?= 2
 STUDY ?= config.yaml
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: run check test verify report gallery lint install system-data clean
+.PHONY: run check test test-fast verify report gallery lint install system-data clean
 
 # --configfile comes last: it takes every name after it, targets (verify) included.
 run: check system-data
@@ -22,8 +22,17 @@ run: check system-data
 check: install
 	$(BIN)/python -m workflow_src.config check $(STUDY)
 
+# The tiers (tests/README.md). test: the whole suite, what CI (.ci/run) runs. test-fast: unit
+# and numerical reference tests, no Snakemake, SLURM, presets or slow tests (a few minutes).
+# Both print the slowest tests.
+PYTEST := $(BIN)/python -m pytest -q -ra --strict-markers --durations=15
+FAST := not workflow and not slurm and not presets and not slow
+
 test: install system-data
-	$(BIN)/python -m pytest -q -ra
+	$(PYTEST)
+
+test-fast: install
+	$(PYTEST) -m "$(FAST)"
 
 # Checks every result of the study against its checksums and removes the damaged ones
 # with what was computed from them; `make run` (same STUDY) then rebuilds exactly those.
