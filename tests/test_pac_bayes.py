@@ -244,8 +244,8 @@ def test_metrics_dataset_deterministic_chunk_free_and_consistent():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])  # the caller's network is untouched
     assert set(EXPECTED := P.EXPECTED_SIGN) <= set(ds.data_vars)
-    assert {f"pac_bayes_{k}_steps" for k in ("sigma", "mag_sigma", "alpha", "mag_alpha")} \
-        | set(EXPECTED) == set(ds.data_vars)
+    assert {f"pac_bayes_{k}_{v}" for k in ("sigma", "mag_sigma", "alpha", "mag_alpha")
+            for v in ("steps", *P.FLAGS)} | set(EXPECTED) == set(ds.data_vars)
     for name in ds.data_vars:
         assert ds[name].dtype == np.float64 and ds[name].ndim == 0
         assert float(ds[name]) == float(again[name])  # determinism
@@ -263,6 +263,33 @@ def test_metrics_dataset_deterministic_chunk_free_and_consistent():
     other = P.pac_bayes_metrics(model, x, y, seed=1)
     assert any(float(other[n]) != float(ds[n]) for n in ("pac_bayes_sigma", "pac_bayes_alpha",
                                                          "pac_bayes_mag_sigma"))
+
+
+@pytest.mark.parametrize("settings, converged, saturated", [
+    ({}, 1.0, 0.0),  # the defaults reach the target
+    ({"bisection_steps": 1, "tolerance": 1e-9}, 0.0, 0.0),  # the budget ends the bisection
+    ({"search_max": 1e-6}, 0.0, 1.0),  # the target lies beyond the searched interval
+])
+def test_each_searchs_outcome_is_a_variable_per_network(settings, converged, saturated):
+    """converged, saturated and deviation_at_scale of every search, as scalar variables
+    (they aggregate over networks), equal to the bisection's own result; each measure names
+    its search's convergence variable in attrs["converged_by"]."""
+    model, x, y = _fitted_mlp()
+    ds = P.pac_bayes_metrics(model, x, y, seed=0, **settings)
+    objective = P.TrainingObjective(model, x, y)
+    search = {"target": 0.1, "tolerance": settings.get("tolerance", 0.01),
+              "search_max": settings.get("search_max", 2.0),
+              "steps": settings.get("bisection_steps", 15)}
+    found = P.bisect_scale(P.alpha_deviation(objective, 20, 0), **search)
+    assert float(ds["pac_bayes_alpha_converged"]) == float(found.converged) == converged
+    assert float(ds["pac_bayes_alpha_saturated"]) == float(found.saturated) == saturated
+    np.testing.assert_array_equal(float(ds["pac_bayes_alpha_deviation_at_scale"]),
+                                  found.deviation)  # NaN when the budget ended
+    for measure, flag in P.CONVERGED_BY.items():
+        assert ds[measure].attrs["converged_by"] == flag
+        assert ds[flag].ndim == 0 and float(ds[flag]) in (0.0, 1.0)
+        scale = flag.removesuffix("_converged")
+        assert float(ds[flag]) == ds[scale].attrs["converged"]
 
 
 def _search(objective, key, magnitude_eps=1e-3):

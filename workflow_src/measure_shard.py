@@ -144,21 +144,12 @@ def sharpness(model, data, settings, job) -> xr.Dataset:
     return _without_attrs(xr.Dataset(flat))
 
 
-# Per-search results that pac_bayes_metrics keeps as attrs of its variables.
-PAC_BAYES_FLAGS = ("converged", "saturated", "deviation_at_scale")
-
-
 def pac_bayes(model, data, settings, job) -> xr.Dataset:
     from .metrics.pac_bayes import pac_bayes_metrics
     x, y = _train_points(data, None, job.device)
     options = {k: v for k, v in settings.items() if k != "seed"}
-    out = pac_bayes_metrics(model, x, y, seed=settings["seed"], chunk_size=job.chunk_size,
-                            **options)
-    flags = {f"{name}_{flag}": xr.DataArray(np.float64(out[name].attrs[flag]))
-             for name in ("pac_bayes_sigma", "pac_bayes_mag_sigma", "pac_bayes_alpha",
-                          "pac_bayes_mag_alpha")
-             for flag in PAC_BAYES_FLAGS}
-    return _without_attrs(out.assign(flags))
+    return _without_attrs(pac_bayes_metrics(model, x, y, seed=settings["seed"],
+                                            chunk_size=job.chunk_size, **options))
 
 
 def ntk(model, data, settings, job) -> xr.Dataset:

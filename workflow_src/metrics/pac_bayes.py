@@ -100,6 +100,19 @@ _ATTRS: dict[str, dict[str, str]] = {
                             "reference": f"{PAPER}, Algorithm 2"},
 }
 
+# Indicator -> the variable that says (1.0 / 0.0) whether its search converged; kept in step
+# with aggregate.CONVERGED_BY, which marks the indicator in metrics.zarr for the summary.
+CONVERGED_BY = {"pac_bayes_flatness": "pac_bayes_sigma_converged",
+                "pac_bayes_mag_flatness": "pac_bayes_mag_sigma_converged",
+                "pac_bayes_sharpness": "pac_bayes_alpha_converged",
+                "pac_bayes_mag_sharpness": "pac_bayes_mag_alpha_converged"}
+# What each search's result says besides its scale, as a variable <scale>_<flag> per network.
+FLAGS = {"converged": "1 if |deviation(scale) - target| <= tolerance, else 0",
+         "saturated": "1 if the target was not reached within [0, search_max] (the scale is "
+                      "search_max, a lower bound), else 0",
+         "deviation_at_scale": "the deviation at the scale (NaN if the bisection budget "
+                               "ended: not evaluated)"}
+
 # Sub-streams of the seed, one per search (seed * 4 + stream is injective).
 _STREAMS = {"sigma": 0, "mag_sigma": 1, "alpha": 2, "mag_alpha": 3}
 
@@ -271,8 +284,10 @@ def pac_bayes_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                       bisection_steps: int = 15, n_draws: int = 10, ascent_steps: int = 20,
                       magnitude_eps: float = 1e-3, search_max: float = 2.0, seed: int = 0,
                       chunk_size: int = 4096) -> xr.Dataset:
-    """The four PAC-Bayes measures of the module docstring, with σ′, α′ and their search
-    steps, as scalar float64 variables. x, y: the training set, labels as trained on."""
+    """The four PAC-Bayes measures of the module docstring, with σ′, α′, their search steps
+    and ``FLAGS`` (pac_bayes_<sigma|mag_sigma|alpha|mag_alpha>_<flag>), as scalar float64
+    variables (the flags also as attrs of the measure and the scale). x, y: the training set,
+    labels as trained on."""
     objective = TrainingObjective(model, x, y, chunk_size)
     w = objective.weights()
     search = dict(target=target_deviation, tolerance=tolerance, search_max=search_max,
@@ -295,13 +310,17 @@ def pac_bayes_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
         m = f"pac_bayes_{measure[key]}"
         s = f"pac_bayes_{key}"
         variables[m] = xr.DataArray(np.float64(1.0 / result.scale ** 2),
-                                    attrs={**_ATTRS[m], **flags, "expected_sign": EXPECTED_SIGN[m]})
+                                    attrs={**_ATTRS[m], **flags, "expected_sign": EXPECTED_SIGN[m],
+                                           "converged_by": CONVERGED_BY[m]})
         variables[s] = xr.DataArray(np.float64(result.scale),
                                     attrs={**_ATTRS[s], **flags, "expected_sign": EXPECTED_SIGN[s]})
         variables[f"{s}_steps"] = xr.DataArray(
             np.float64(result.steps),
             attrs={"definition": f"bisection midpoints evaluated for {s} (plus 1 evaluation "
                                  "at search_max)"})
+        for flag, definition in FLAGS.items():  # per network, so they aggregate
+            variables[f"{s}_{flag}"] = xr.DataArray(np.float64(flags[flag]),
+                                                    attrs={"definition": definition})
         if result.saturated:
             saturated.append(s)
     attrs = {
