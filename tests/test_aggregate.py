@@ -148,6 +148,42 @@ def test_expected_signs_agree_with_the_metric_modules():
     assert expected_sign("pac_bayes_sigma") is None and expected_sign("loss") is None
 
 
+def test_convergence_variables_agree_with_the_metric_modules():
+    """aggregate.py names each optimizer's convergence variable itself (no PyTorch in its
+    environment); they must be the ones the metric modules write and name."""
+    from workflow_src.aggregate import CONVERGED_BY, INDICATORS, converged_by
+    from workflow_src.metrics import hessian, pac_bayes, sharpness
+
+    for module in (hessian, pac_bayes):
+        for name, flag in module.CONVERGED_BY.items():
+            assert name in INDICATORS and converged_by(name) == flag, name
+    assert set(CONVERGED_BY) == set(hessian.CONVERGED_BY) | set(pac_bayes.CONVERGED_BY)
+    for name, flag in sharpness.CONVERGED_BY.items():  # measure_shard adds _eps<ε> to both
+        assert converged_by(f"{name}_eps0p001") == f"{flag}_eps0p001"
+    assert converged_by("hessian_trace") is None and converged_by("margin") is None
+
+
+def test_indicators_name_their_convergence_variable_when_the_store_has_it():
+    jacobian, _ = run_stores(3, "digits", 0, "run_a")
+    shard = [xr.concat([jacobian, run_stores(3, "digits", 1, "run_bb")[0]], dim="run"),
+             xr.Dataset({"hessian_top_eigenvalue": ("run", [1.0, 2.0]),
+                         "hessian_top_converged": ("run", [1.0, 0.0]),
+                         "sharpness_full_eps0p001": ("run", [0.1, 0.2]),
+                         "sharpness_full_converged_eps0p001": ("run", [0.0, 1.0]),
+                         "sharpness_full_status_eps0p001": ("run", [1.0, 0.0]),
+                         "sharpness_subspace_eps0p001": ("run", [0.1, 0.2]),  # an older store
+                         "pac_bayes_flatness": ("run", [3.0, 4.0])},
+                        coords={"run_id": ("run", list(RUNS))})]
+    ds = build_metrics(RUNS, SUMMARIES, [shard], "test")
+    assert ds["hessian_top_eigenvalue"].attrs["converged_by"] == "hessian_top_converged"
+    assert ds["sharpness_full_eps0p001"].attrs["converged_by"] == \
+        "sharpness_full_converged_eps0p001"
+    for name in ("sharpness_subspace_eps0p001", "pac_bayes_flatness", "jacobian_norm"):
+        assert "converged_by" not in ds[name].attrs, name  # no such variable in the store
+    assert "role" not in ds["hessian_top_converged"].attrs
+    assert ds["sharpness_full_status_eps0p001"].attrs["units"].startswith("L-BFGS-B stop")
+
+
 def test_indicators_carry_their_expected_sign():
     """Only the registered indicators are marked for the statistics, each with its sign."""
     jacobian, _ = run_stores(3, "digits", 0, "run_a")

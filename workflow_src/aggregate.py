@@ -58,6 +58,30 @@ def expected_sign(name: str) -> int | None:
     if name.startswith(SHARPNESS_PREFIXES):
         return +1
     return None
+
+
+# Indicators found by an optimizer or a search that can stop short, each with the per-run
+# variable that says whether it converged (1) or not (0): written on the indicator as
+# attrs["converged_by"] when the store has that variable, so the summary and the figures
+# report and mark it without a table of their own. Kept in step with each module's
+# CONVERGED_BY (tests/test_aggregate.py).
+CONVERGED_BY: dict[str, str] = {
+    "hessian_top_eigenvalue": "hessian_top_converged",  # Lanczos
+    "pac_bayes_flatness": "pac_bayes_sigma_converged",  # the bisections of sigma', alpha'
+    "pac_bayes_mag_flatness": "pac_bayes_mag_sigma_converged",
+    "pac_bayes_sharpness": "pac_bayes_alpha_converged",
+    "pac_bayes_mag_sharpness": "pac_bayes_mag_alpha_converged",
+}
+
+
+def converged_by(name: str) -> str | None:
+    """The variable that says whether indicator ``name``'s optimizer converged; None: it has
+    none. Keskar's sharpness_<A>_eps<ε> (L-BFGS-B) has sharpness_<A>_converged_eps<ε>."""
+    if name in CONVERGED_BY:
+        return CONVERGED_BY[name]
+    if name.startswith(SHARPNESS_PREFIXES):
+        return name.replace("_eps", "_converged_eps", 1)
+    return None
 INPUT_UNITS = "input in pixel/255 units"
 UNITS = {
     "train_acc": "fraction (training labels as trained on)", "test_acc": "fraction",
@@ -90,8 +114,9 @@ UNITS = {
     "critical_steps": "ascent steps until the class changed (NaN if it did not)",
     "critical_sample_ratio": "fraction of searched test points that are critical",
     "hessian_top_eigenvalue": "largest eigenvalue of the training loss's Hessian (nats)",
-    "hessian_top_iterations": "Hessian-vector products of the power iteration",
-    "hessian_top_converged": "1 converged within tolerance, 0 not",
+    "hessian_top_residual": "||Hu - lambda u|| / |lambda| at the unit Ritz vector u",
+    "hessian_top_iterations": "Hessian-vector products of the Lanczos iteration",
+    "hessian_top_converged": "1 ARPACK converged and the residual is within tolerance, 0 not",
     "hessian_trace": "Hutchinson estimate of the Hessian's trace (nats)",
     "hessian_trace_stderr": "standard error of hessian_trace",
     "pac_bayes_flatness": "1 / sigma'^2 (weight noise)",
@@ -104,6 +129,14 @@ UNITS = {
     "ntk_condition_number": "largest / smallest positive eigenvalue",
     "ntk_target_alignment": "kernel-target alignment with the one-hot labels trained on",
     "ntk_kernel_regression_test_acc": "fraction, kernel ridge regression with the NTK",
+}
+# Keskar's sharpness_<A>_<kind>_eps<ε> beside each phi (metrics/sharpness.py).
+SHARPNESS_RUN_UNITS = {
+    "evaluations": "L-BFGS-B (loss, gradient) evaluations",
+    "iterations": "L-BFGS-B iterations of the run that found phi",
+    "status": "L-BFGS-B stop of that run: 0 its convergence test, 1 iteration budget, 2 other",
+    "converged": "1 that run stopped on L-BFGS-B's convergence test, 0 not",
+    "restart_gain": "phi minus the phi of the run from z = 0 (Keskar phi units)",
 }
 
 
@@ -149,10 +182,14 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[lis
         sign = expected_sign(name)
         if sign is not None and ds[name].dims in (("run",), ("run", "point")):
             ds[name].attrs.update(role="indicator", expected_sign=sign)
+            if converged_by(name) in ds:
+                ds[name].attrs["converged_by"] = converged_by(name)
         if name.startswith(SHARPNESS_PREFIXES):
             ds[name].attrs["units"] = "Keskar phi: 100 (max loss in the box - loss) / (1 + loss)"
-        elif name.startswith("sharpness_") and "_evaluations_eps" in name:
-            ds[name].attrs["units"] = "L-BFGS-B (loss, gradient) evaluations"
+        elif name.startswith("sharpness_"):
+            kind = name.rpartition("_eps")[0].split("_", 2)[-1]  # sharpness_<A>_<kind>_eps<ε>
+            if kind in SHARPNESS_RUN_UNITS:
+                ds[name].attrs["units"] = SHARPNESS_RUN_UNITS[kind]
     ds.attrs = _provenance(run_ids, ds, stores, code_version)
     return ds
 
