@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from workflow_src import stats
-from workflow_src.integrity import open_store, write_store
+from workflow_src.integrity import open_store, seal_record, write_store
 from workflow_src.stats import (conditional_mi_score, correlations, expected_signs,
                                 granulated_kendall, network_table, scores, summary)
 from workflow_src.stats import scoring
@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 OLD_TRAILING = ["kendall_tau", "kendall_tau_ci_low", "kendall_tau_ci_high", "kendall_p", "n",
                 "confidence"]
 NEW_COLUMNS = ["expected_sign", "direction", "cmi", "cmi_conditioning", "robust_sign_error",
-               "sign_error_mean", "n_environments", "score_note"]
+               "sign_error_mean", "n_environments", "score_note",
+               "optimizer_converged_fraction", "indicator_note"]
 
 
 def grid_table(seed=0, seeds=2, **axes):
@@ -214,29 +215,47 @@ def test_expected_signs_read_from_store_attrs(tmp_path):
         expected_signs(ds)
 
 
-def test_summarize_script_writes_scores(tmp_path):
-    # "legacy" is −gap without an expected_sign: it counts as +1, so it reads "reversed".
-    ds = make_store_dataset({"up": 1, "margin": -1, "legacy": -1})
-    del ds["legacy"].attrs["expected_sign"]
+class Named(list):
+    """A Snakemake Namedlist stand-in: the paths, in order, and each by its name."""
+
+    def __init__(self, **paths):
+        super().__init__(paths.values())
+        self.__dict__.update(paths)
+
+
+def run_summarize(tmp_path, ds) -> pd.DataFrame:
+    """rules/scripts/summarize.py on the store ``ds``, with correlations.csv and granulated.csv
+    as rules correlate and granulate write (and seal) them; summary.csv read back."""
     store = tmp_path / "metrics.zarr"
     write_store(ds, store)
-    # correlations.csv and granulated.csv as rules correlate and granulate write them.
     converged = stats.converged(network_table(open_store(store)))
-    assert len(converged) == 24
-    names = stats.indicator_names(ds)
-    corr, psi = stat_inputs(converged, names)
-    corr.to_csv(tmp_path / "correlations.csv", index=False)
-    psi.to_csv(tmp_path / "granulated.csv", index=False)
+    corr, psi = stat_inputs(converged, stats.indicator_names(ds))
+    seals = {}
+    for rule, name, frame in (("correlate", "correlations", corr),
+                              ("granulate", "granulated", psi)):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        seals[f"{rule}_seal"] = str(tmp_path / "seals" / f"{rule}.json")
+        (tmp_path / "seals").mkdir(exist_ok=True)
+        seal_record(seals[f"{rule}_seal"], {"rule": rule}, [tmp_path / f"{name}.csv"])
     job = SimpleNamespace(
-        scriptdir=str(REPO / "rules" / "scripts"),
-        input=SimpleNamespace(correlations=str(tmp_path / "correlations.csv"),
-                              granulated=str(tmp_path / "granulated.csv"), metrics=str(store)),
-        output=SimpleNamespace(summary=str(tmp_path / "summary.csv")),
+        scriptdir=str(REPO / "rules" / "scripts"), rule="summarize",
+        input=Named(correlations=str(tmp_path / "correlations.csv"),
+                    granulated=str(tmp_path / "granulated.csv"), metrics=str(store), **seals),
+        output=Named(summary=str(tmp_path / "summary.csv"),
+                     seal=str(tmp_path / "seals" / "summarize.json")),
         log=[str(tmp_path / "logs" / "summarize.log")],
     )
     runpy.run_path(str(REPO / "rules" / "scripts" / "summarize.py"),
                    init_globals={"snakemake": job})
-    out = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False, na_values=[""])
+    return pd.read_csv(tmp_path / "summary.csv", keep_default_na=False, na_values=[""])
+
+
+def test_summarize_script_writes_scores(tmp_path):
+    # "legacy" is −gap without an expected_sign: it counts as +1, so it reads "reversed".
+    ds = make_store_dataset({"up": 1, "margin": -1, "legacy": -1})
+    del ds["legacy"].attrs["expected_sign"]
+    assert (ds["status"] == "converged").sum() == 24
+    out = run_summarize(tmp_path, ds)
     assert list(out.columns[-len(NEW_COLUMNS):]) == NEW_COLUMNS
     rows = out.set_index("indicator")
     assert rows["expected_sign"].to_dict() == {"up": 1, "margin": -1, "legacy": 1}
@@ -249,7 +268,78 @@ def test_summarize_script_writes_scores(tmp_path):
     assert rows["cmi"].to_numpy() == pytest.approx([1.0, 1.0, 1.0])
     assert (rows["cmi_conditioning"] == "a+b").all()
     assert rows["score_note"].isna().all()  # written empty
+    assert rows["optimizer_converged_fraction"].isna().all()  # no optimizer here
+    assert rows["indicator_note"].isna().all()
     assert "expected signs" in (tmp_path / "logs" / "summarize.log").read_text()
+
+
+# --- optimizers that stopped short, indicators that rank nothing ----------------------------
+
+def with_optimizer(ds, name, flags):
+    """``name`` found by an optimizer whose convergence (per run) is ``flags``."""
+    ds = ds.copy()
+    ds[f"{name}_converged"] = ("run", np.asarray(flags, dtype=float))
+    ds[name].attrs["converged_by"] = f"{name}_converged"
+    return ds
+
+
+def test_summary_gives_each_optimizers_converged_fraction_and_skips_constants(tmp_path):
+    """Over the 24 converged networks: "up"'s optimizer stopped short on 6 (the diverged
+    pair's flags do not count), "margin"'s on none; "csr" is 0 everywhere (as the critical
+    sample ratio of a small study): no rank, and a note saying why."""
+    ds = make_store_dataset({"up": 1, "margin": -1, "legacy": 1})
+    ds["csr"] = ("run", np.r_[np.zeros(24), 0.5, 0.7])  # diverged networks differ
+    ds["csr"].attrs.update(role="indicator", expected_sign=1)
+    ds = with_optimizer(ds, "up", [0.0] * 6 + [1.0] * 18 + [0.0, 0.0])
+    ds = with_optimizer(ds, "margin", [1.0] * 23 + [np.nan] + [0.0, 0.0])  # one not measured
+    out = run_summarize(tmp_path, ds).set_index("indicator")
+    assert out.loc["up", "optimizer_converged_fraction"] == 18 / 24
+    assert out.loc["up", "indicator_note"] == \
+        "optimizer did not converge for 6 of 24 networks (up_converged)"
+    assert out.loc["margin", "optimizer_converged_fraction"] == 1.0
+    assert np.isnan(out.loc["margin", "indicator_note"])  # written empty: nothing to say
+    assert np.isnan(out.loc["legacy", "optimizer_converged_fraction"])  # no optimizer
+    assert out.loc["csr", "indicator_note"] == "constant over the 24 networks: ranks nothing"
+    assert np.isnan(out.loc["csr", "rank_psi"]) and np.isnan(out.loc["csr", "rank_tau"])
+    assert out.loc["csr", "psi"] == 0.0  # every pair tied, as Jiang et al. count it
+    assert out.index[-1] == "csr"  # after every ranked indicator
+    ranked = out.drop(index="csr")
+    assert sorted(ranked["rank_psi"]) == [1, 1, 1] and sorted(ranked["rank_tau"]) == [1, 1, 1]
+
+
+def test_indicator_notes_read_the_store_generically():
+    ds = make_store_dataset({"up": 1, "flat": 1})
+    ds["flat"].values[:] = 3.0
+    ds["flat"].values[-1] = np.nan  # a diverged network: not scored anyway
+    ds = with_optimizer(ds, "flat", [0.0] * 26)
+    ds["up"].attrs["converged_by"] = "not_in_this_store"  # an older store: ignored
+    notes = stats.indicator_notes(ds).set_index("indicator")
+    assert notes.loc["flat", "constant"] and not notes.loc["up", "constant"]
+    assert notes.loc["flat", "optimizer_converged_fraction"] == 0.0
+    assert notes.loc["flat", "indicator_note"] == (
+        "constant over the 24 networks: ranks nothing; "
+        "optimizer did not converge for 24 of 24 networks (flat_converged)")
+    assert np.isnan(notes.loc["up", "optimizer_converged_fraction"])
+    assert notes.loc["up", "indicator_note"] == ""
+    flags = stats.optimizer_flags(ds)
+    assert list(flags.columns) == ["flat"] and flags.index.name == "run_id"
+    assert flags.attrs["converged_by"] == {"flat": "flat_converged"}
+    assert len(flags) == 26  # every run: the figures mark them all
+
+
+def test_summary_without_notes_ranks_as_before(table):
+    """A constant indicator is ranked (Ψ 0) unless the notes say it is constant."""
+    table = table.assign(flat=1.0)
+    corr, psi = stat_inputs(table, ["same", "flat"])
+    plain = summary(corr, psi).set_index("indicator")
+    assert plain.loc["flat", "rank_psi"] == 2
+    notes = pd.DataFrame({"indicator": ["flat", "same"], "constant": [True, False],
+                          "optimizer_converged_fraction": [np.nan, 0.5],
+                          "indicator_note": ["constant", ""]})
+    noted = summary(corr, psi, notes_df=notes).set_index("indicator")
+    assert np.isnan(noted.loc["flat", "rank_psi"]) and noted.loc["same", "rank_psi"] == 1
+    assert noted.loc["same", "optimizer_converged_fraction"] == 0.5
+    assert noted.loc["flat", "indicator_note"] == "constant"
 
 
 # --- the faster paths of conditional_mi_score ----------------------------------------------

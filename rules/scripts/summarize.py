@@ -1,5 +1,6 @@
 """Adapter for rule summarize: indicators ranked by |Ψ| and |τ| (Jiang et al. 2020), with
-each one's expected sign, Jiang's CMI score and Dziugaite et al.'s robust sign-error."""
+each one's expected sign, Jiang's CMI score, Dziugaite et al.'s robust sign-error, and the
+fraction of networks whose optimizer converged."""
 import sys
 from pathlib import Path
 
@@ -21,7 +22,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     signs = stats.expected_signs(ds, indicators)  # +1 where a variable states none
     log(f"{len(converged)} converged networks; expected signs: {signs}")
     scores = stats.scores(converged, indicators, signs, "gap")
-    table = stats.summary(correlations, granulated, signs, scores)
+    notes = stats.indicator_notes(ds, indicators)  # optimizers stopped short, constants
+    table = stats.summary(correlations, granulated, signs, scores, notes)
     table.to_csv(snakemake.output.summary, index=False)  # noqa: F821
     log(table.to_string())
     seal_job(sm)

@@ -14,7 +14,8 @@ returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV 
   (``conditional_mi_score``) and Dziugaite et al.'s robust sign-error (``robust_sign_error``);
 - ``summary``: indicators ranked by |Ψ| and |τ|, with each indicator's expected sign, whether
   τ has it, and K and the robust sign-error of the oriented indicator (``scores``,
-  ``expected_signs``);
+  ``expected_signs``), the fraction of networks whose optimizer converged and whether the
+  indicator is constant (``indicator_notes``, ``optimizer_flags``);
 - ``ellipse_order``: do ellipse metrics order by kind of anchors as Novak et al. report.
 """
 
@@ -26,7 +27,7 @@ from .paired import (correct_multiple, factor_comparisons, factor_tests, matched
 from .per_point import per_point_misclassification
 from .regression import ols_gap_on_log_indicator
 from .scoring import conditional_mi_score, robust_sign_error
-from .summary import expected_signs, scores, summary
+from .summary import expected_signs, indicator_notes, optimizer_flags, scores, summary
 from .tables import converged, converged_runs, indicator_names, network_table
 
 __all__ = [
@@ -40,10 +41,12 @@ __all__ = [
     "factor_tests",
     "granulated_kendall",
     "indicator_names",
+    "indicator_notes",
     "kind_ordering",
     "matched_pairs",
     "network_table",
     "ols_gap_on_log_indicator",
+    "optimizer_flags",
     "paired_factor_tests",
     "per_point_misclassification",
     "robust_sign_error",

@@ -12,6 +12,13 @@ e.g. a margin; a variable without it counts as +1). Beside τ and Ψ the table s
 mutual information K, which is blind to direction, and Dziugaite et al.'s robust
 sign-error, computed on the oriented indicator expected_sign · μ so that 0 means "every
 coupled pair ordered as expected" for indicators of either sign.
+
+Two caveats travel with each indicator (``indicator_notes``). An indicator found by an
+optimizer that can stop short (Lanczos, L-BFGS-B, a bisection) names, in
+``attrs["converged_by"]``, the per-network variable that says whether it converged: the
+table gives the fraction of the scored networks for which it did. An indicator that takes
+one value on every scored network (e.g. a critical sample ratio of 0 everywhere) ranks
+nothing: it gets no rank, whatever its (tied, zero) Ψ.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import pandas as pd
 
 from .granulated import ALL_AXES
 from .scoring import conditional_mi_score, robust_sign_error
+from .tables import converged, indicator_names, network_table, strings
 
 SCORE_COLUMNS = ["indicator", "target", "cmi", "cmi_conditioning", "robust_sign_error",
                  "sign_error_mean", "n_environments", "score_note"]
-NEW_COLUMNS = ["expected_sign", "direction"] + SCORE_COLUMNS[2:]
+NOTE_COLUMNS = ["indicator", "constant", "optimizer_converged_fraction", "indicator_note"]
+NEW_COLUMNS = ["expected_sign", "direction"] + SCORE_COLUMNS[2:] + NOTE_COLUMNS[2:]
 
 
 def _sign(value, name: str) -> int:
@@ -44,10 +53,59 @@ def expected_signs(ds, indicators: Iterable[str] | None = None) -> dict[str, int
     """Indicator name -> its ``attrs["expected_sign"]`` (+1 or −1), +1 where the variable has
     no such attribute (stores written before the aggregate step recorded it). Default
     indicators: every one ``tables.indicator_names`` finds."""
-    from .tables import indicator_names
-
     names = indicator_names(ds) if indicators is None else list(indicators)
     return {name: _sign(ds[name].attrs.get("expected_sign", 1), name) for name in names}
+
+
+def optimizer_flags(ds) -> pd.DataFrame:
+    """Whether each network's optimizer converged, for every indicator that names its
+    convergence variable in ``attrs["converged_by"]`` and whose store has it: one column
+    per such indicator (1.0 converged, 0.0 not, NaN not measured), index ``run_id`` (every
+    run); ``attrs["converged_by"]``: indicator -> variable."""
+    named = {name: ds[name].attrs["converged_by"] for name in indicator_names(ds)
+             if ds[name].attrs.get("converged_by") in ds}
+    flags = pd.DataFrame({name: np.asarray(ds[variable].values, dtype=float)
+                          for name, variable in named.items()},
+                         index=pd.Index(strings(ds["run_id"]), name="run_id"))
+    flags.attrs["converged_by"] = named
+    return flags
+
+
+def _networks(n: int) -> str:
+    return f"{n} network" if n == 1 else f"{n} networks"
+
+
+def indicator_notes(ds, indicators: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per indicator (default: every one ``indicator_names`` finds), over the
+    converged networks, the ones the statistics score: ``constant`` (its finite values, at
+    least one, are all equal: it ranks nothing), ``optimizer_converged_fraction`` (of those
+    with a convergence flag, the fraction whose optimizer converged; NaN for an indicator
+    without one, ``optimizer_flags``) and ``indicator_note``, which says both in words
+    ("" when there is nothing to say)."""
+    table = converged(network_table(ds))
+    flags = optimizer_flags(ds)
+    named = flags.attrs["converged_by"]
+    flags = flags.reindex(table["run_id"])
+    rows = []
+    for name in indicator_names(ds) if indicators is None else indicators:
+        values = table[name].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        constant = values.size > 0 and bool((values == values[0]).all())
+        notes = [f"constant over the {_networks(values.size)}: ranks nothing"] if constant \
+            else []
+        fraction = np.nan
+        if name in flags:
+            flag = flags[name].to_numpy(dtype=float)
+            flag = flag[~np.isnan(flag)]
+            if flag.size:
+                fraction = float(np.mean(flag == 1.0))
+                if fraction < 1:
+                    notes.append(f"optimizer did not converge for {int(np.sum(flag != 1.0))} "
+                                 f"of {_networks(flag.size)} ({named[name]})")
+        rows.append({"indicator": name, "constant": constant,
+                     "optimizer_converged_fraction": fraction,
+                     "indicator_note": "; ".join(notes)})
+    return pd.DataFrame(rows, columns=NOTE_COLUMNS)
 
 
 def scores(table: pd.DataFrame, indicators: Iterable[str],
@@ -93,8 +151,10 @@ def _direction(tau: float, sign: int) -> str:
 
 def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame,
             expected_signs: Mapping[str, int] | None = None,
-            scores_df: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (indicator, target), sorted by |Ψ| then |τ|, largest first.
+            scores_df: pd.DataFrame | None = None,
+            notes_df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (indicator, target), sorted by |Ψ| then |τ|, largest first; an indicator
+    that ``notes_df`` marks ``constant`` gets no rank and comes last.
 
     Columns: indicator, target, rank_psi, rank_tau, psi, n_groups, one ``psi_<axis>``
     per axis, kendall_tau, kendall_tau_ci_low, kendall_tau_ci_high, kendall_p, n,
@@ -102,8 +162,9 @@ def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame,
     ("as expected" when sign(τ) is the expected sign, "reversed" when it is the opposite,
     "" when τ is NaN or 0), and the columns of ``scores`` (cmi, cmi_conditioning,
     robust_sign_error, sign_error_mean, n_environments, score_note), NaN / "" where
-    ``scores_df`` has no row. An indicator missing from one input has NaN in that input's
-    columns.
+    ``scores_df`` has no row; then optimizer_converged_fraction and indicator_note of
+    ``indicator_notes`` (NaN / "" where ``notes_df`` has no row). An indicator missing from
+    one input has NaN in that input's columns.
     """
     keys = ["indicator", "target"]
     tau = correlations_df[correlations_df["statistic"] == "kendall_tau"]
@@ -116,9 +177,16 @@ def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame,
     per_axis = granulated_df[~is_all].pivot(index=keys, columns="axis", values="psi")
     per_axis.columns = [f"psi_{axis}" for axis in per_axis.columns]
     table = psi.merge(per_axis.reset_index(), on=keys, how="left").merge(tau, on=keys, how="outer")
-    table["rank_psi"] = table["psi"].abs().rank(ascending=False, method="min")
-    table["rank_tau"] = table["kendall_tau"].abs().rank(ascending=False, method="min")
-    table = table.assign(_abs_psi=table["psi"].abs(), _abs_tau=table["kendall_tau"].abs())
+    if notes_df is None:
+        notes_df = pd.DataFrame(columns=NOTE_COLUMNS)
+    constant = table["indicator"].isin(notes_df.loc[notes_df["constant"].astype(bool),
+                                                    "indicator"])
+    # A constant indicator ties every pair: its Ψ is 0 and its τ undefined, and it ranks
+    # nothing, so it takes no rank (and no place among the ranked).
+    table = table.assign(_abs_psi=table["psi"].abs().mask(constant),
+                         _abs_tau=table["kendall_tau"].abs().mask(constant))
+    table["rank_psi"] = table["_abs_psi"].rank(ascending=False, method="min")
+    table["rank_tau"] = table["_abs_tau"].rank(ascending=False, method="min")
     table = table.sort_values(["_abs_psi", "_abs_tau"], ascending=False, na_position="last")
     leading = keys + ["rank_psi", "rank_tau", "psi", "n_groups"] + list(per_axis.columns)
     trailing = ["kendall_tau", "kendall_tau_ci_low", "kendall_tau_ci_high", "kendall_p", "n",
@@ -138,4 +206,7 @@ def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame,
     for column in ("cmi", "robust_sign_error", "sign_error_mean"):
         table[column] = table[column].astype(float)
     table["n_environments"] = table["n_environments"].astype("Int64")  # <NA> without scores
+    table = table.merge(notes_df[["indicator"] + NOTE_COLUMNS[2:]], on="indicator", how="left")
+    table["optimizer_converged_fraction"] = table["optimizer_converged_fraction"].astype(float)
+    table["indicator_note"] = table["indicator_note"].fillna("").astype(str)
     return table[leading + trailing + NEW_COLUMNS]
