@@ -8,6 +8,7 @@ from workflow_src.figures import studies  # noqa: E402
 from workflow_src.figures.common import save  # noqa: E402
 from workflow_src.figures.theme import use_theme  # noqa: E402
 from workflow_src.integrity import open_store, read_all, read_csv, seal_job  # noqa: E402
+from workflow_src.stats import optimizer_flags  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     use_theme()
@@ -17,7 +18,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
                              (read_csv, sm.input.networks, sm.input.correlate_seal)])
     titles = studies.indicator_titles(ds)
     chart = studies.indicators_vs_gap_chart(networks, titles, list(ds.attrs["hyperparameters"]),
-                                            opts["color_by"], opts["width"], opts["height"])
+                                            opts["color_by"], opts["width"], opts["height"],
+                                            optimizer_flags(ds))  # hollow: stopped short
     save(chart, f"{figures}/indicators_vs_gap")
     log(f"{len(titles)} indicators over {len(networks)} networks")
     seal_job(sm)

@@ -8,7 +8,8 @@ and correlation figures, drawn for every study from tidy tables.
 - ``factor_chart``: an indicator at both sides of each two-valued factor, pair by pair, and
   the paired differences (Novak et al., arXiv 1802.08760, §4.2);
 - ``indicators_vs_gap_chart``: each indicator vs the generalization gap, one panel per
-  dataset (Novak et al. Fig. 4).
+  dataset (Novak et al. Fig. 4); a network whose optimizer for that indicator did not
+  converge is drawn hollow.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import xarray as xr
 
 from ..stats.tables import network_indicators, point_indicators
 from .common import log_scale, tooltips
+
+# A network's optimizer for an indicator (stats.optimizer_flags: 1.0, 0.0, NaN)
+OPTIMIZER_STATES = {1.0: "converged", 0.0: "stopped short"}
+NOT_MEASURED = "not measured"
 
 CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
            "svhn": 10}
@@ -227,9 +232,13 @@ def _differences(sub: pd.DataFrame, tests: pd.DataFrame, name: str, height: int)
 
 
 def indicators_vs_gap_chart(networks: pd.DataFrame, titles: dict[str, list[str]],
-                            hyperparameters: list[str], color_by: str, width: int, height: int):
+                            hyperparameters: list[str], color_by: str, width: int, height: int,
+                            flags: pd.DataFrame | None = None):
     """Novak et al. Fig. 4: each indicator vs the gap, one row per indicator and one panel
-    per dataset; the shape marks networks that missed the target."""
+    per dataset; the shape marks networks that missed the target. ``flags``
+    (stats.optimizer_flags, index run_id): for an indicator found by an optimizer, the
+    networks where it stopped short are hollow, and a panel with any says how many of its
+    networks converged in its title."""
     if not titles:
         return _message("The metrics store marks no indicator")
     shown = varying(networks, hyperparameters)  # for the tooltips
@@ -237,7 +246,11 @@ def indicators_vs_gap_chart(networks: pd.DataFrame, titles: dict[str, list[str]]
     for name, title in titles.items():
         log = bool((networks[name].dropna() > 0).all())
         x_title = [*title[:-1], f"{title[-1]}{', log scale' if log else ''}"]
-        panels = [_indicator_panel(networks[networks["dataset"] == dataset], name, x_title, log,
+        frame = networks
+        if flags is not None and name in flags:
+            states = networks["run_id"].astype(str).map(flags[name]).map(OPTIMIZER_STATES)
+            frame = networks.assign(optimizer=states.fillna(NOT_MEASURED))
+        panels = [_indicator_panel(frame[frame["dataset"] == dataset], name, x_title, log,
                                    shown, color_by, width, height)
                   for dataset in sorted(networks["dataset"].unique())]
         rows.append(alt.hconcat(*panels))
@@ -245,18 +258,41 @@ def indicators_vs_gap_chart(networks: pd.DataFrame, titles: dict[str, list[str]]
                                     "(Novak et al. Fig. 4)")
 
 
+def _panel_title(networks: pd.DataFrame) -> str | list[str]:
+    """The dataset, and lines with the optimizer's converged fraction when it is below 1
+    (over the panel's networks where it was measured)."""
+    title = str(networks["dataset"].iloc[0])
+    if "optimizer" not in networks:
+        return title
+    measured = networks["optimizer"][networks["optimizer"] != NOT_MEASURED]
+    n_converged = int((measured == OPTIMIZER_STATES[1.0]).sum())
+    if n_converged == len(measured):
+        return title
+    return [title, f"optimizer converged: {n_converged} of {len(measured)} "
+                   f"({n_converged / len(measured):.0%})", "hollow: stopped short"]
+
+
 def _indicator_panel(networks: pd.DataFrame, name: str, x_title: list[str], log: bool,
                      shown: list[str], color_by: str, width: int, height: int):
     """One dataset's networks: indicator ``name`` against the gap, its own x axis."""
     color_type = "O" if pd.api.types.is_numeric_dtype(networks[color_by]) else "N"
     x_scale = log_scale(networks[name]) if log else {"scale": alt.Scale(zero=False)}
-    return alt.Chart(networks, title=str(networks["dataset"].iloc[0])).mark_point(
+    color = alt.Color(f"{color_by}:{color_type}", title=color_by)
+    extra, fields = {}, ["run_id", "status", "gap", name, *shown]
+    if "optimizer" in networks:  # hollow where the optimizer stopped short: fill off, the
+        # outline in the network's colour
+        extra = {"stroke": alt.Stroke(f"{color_by}:{color_type}", legend=None),
+                 "fillOpacity": alt.condition(
+                     alt.datum.optimizer == OPTIMIZER_STATES[0.0], alt.value(0.0),
+                     alt.value(1.0))}
+        fields.insert(2, "optimizer")
+    return alt.Chart(networks, title=_panel_title(networks)).mark_point(
         size=70, filled=True, opacity=0.8).encode(
         x=alt.X(f"{name}:Q", title=x_title, **x_scale),
         y=alt.Y("gap:Q", title="generalization gap (train acc − test acc, fraction)"),
-        color=alt.Color(f"{color_by}:{color_type}", title=color_by),
+        color=color,
         shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
-        tooltip=tooltips(networks, ["run_id", "status", "gap", name, *shown]),
+        tooltip=tooltips(networks, fields), **extra,
     ).properties(width=width, height=height)
 
 
