@@ -294,7 +294,9 @@ def snapshot_table(stores: list[xr.Dataset], runs: dict[str, dict]) -> pd.DataFr
             member = ds.isel(run=i)
             for j, step in enumerate(ds["step"].values.tolist()):
                 snap = member.isel(step=j)
-                row = {"run_id": run_id, **runs[run_id], "status": str(member["status"].values),
+                # (.get: a run not in the study is refused below, naming it)
+                row = {"run_id": run_id, **runs.get(run_id, {}),
+                       "status": str(member["status"].values),
                        "final_steps": int(member["final_steps"].values), "step": int(step),
                        "step_used": int(snap["step_used"].values),
                        "reached": bool(snap["reached"].values),
