@@ -69,7 +69,7 @@ def stub_walk(monkeypatch):
 
     def walk(model, polygons):
         assert all(p.dtype == torch.float64 for p in (*model.parameters(), *polygons))
-        weights = float(sum(p.sum() for p in model.parameters()))
+        weights = float(sum(p.detach().sum() for p in model.parameters()))
         calls.append(polygons)
         return [SimpleNamespace(count=weights + float(p.sum())) for p in polygons]
 
