@@ -129,13 +129,6 @@ def test_the_order_of_axes_values_and_blocks_does_not_change_the_runs():
     assert set(build_run_table(config)) == ids
 
 
-def test_a_run_round_trips_through_its_dict_with_its_id():
-    run = replace(RUN, **{k: OTHER_RUN[k] for k in ("lr_schedule", "lr_milestones", "lr_gamma",
-                                                     "momentum", "optimizer")})
-    back = RunSpec.from_dict(asdict(run) | {"lr_milestones": list(run.lr_milestones)})
-    assert back == run and back.id == run.id
-
-
 # --- the training code's hash -------------------------------------------------------------
 
 # The modules whose source determines a trained network (checkpoints.py only resumes it,
