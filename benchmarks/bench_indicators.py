@@ -13,7 +13,7 @@ It prints, all from one run:
 1. seconds per network of every indicator at the demo's settings (config.yaml, measure.*):
    norms (1,000 training points); critical sample ratio (100 test points, LASS with
    alpha 0.25/255, beta 0.2/255, radius 0.3/255, 100 iterations); Hessian top eigenvalue
-   and trace (1,000 training points, <= 100 products per power iteration, 100 probes);
+   and trace (1,000 training points, <= 100 Lanczos products, 100 probes);
    sharpness (epsilon 1e-3 and 5e-4, subspace 100, 10 L-BFGS-B iterations); PAC-Bayes
    (the module's defaults); NTK at the trained and the initial weights on --ntk-points
    training points (default 50; the preset's is 200) and --ntk-test-points test points
@@ -374,7 +374,7 @@ def main() -> None:
 
     x_train, y_train = data[0], data[1]
     print("\n2. Hessian-vector products of the mean training loss, float64, seconds per "
-          "product:\n   one vector a call (power iteration) or blocks of 10 (Hutchinson's "
+          "product:\n   one vector a call (Lanczos) or blocks of 10 (Hutchinson's "
           "probes); loop/this: speed-up over the\n   per-point loop; max|diff|: largest "
           "|Hv - module's Hv| (the loop's: against the module on the loop's points)")
     for arch in archs:
