@@ -71,7 +71,7 @@ def swapped(stores):
 MEMBER_SITUATIONS = {
     "another run": (lambda mp, job: {**job, "runs": [MATES[2]], "of": MATES[2].id}, True),
     "other training code": (lambda mp, job: mp.setattr(train_shard, "training_code_sha",
-                                                        lambda: "0" * 16) or job, True),
+                                                        lambda *arch: "0" * 16) or job, True),
     "another dataset content": (lambda mp, job: {**job, "stores": other_dataset(
         job["stores"], DATA.id)}, True),
     "another device type": (lambda mp, job: {**job, "device": torch.device("meta")}, True),

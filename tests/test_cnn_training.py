@@ -24,7 +24,7 @@ from workflow_src.integrity import write_store
 from workflow_src.models import load_model, save_model
 from workflow_src.runtable import DataSpec, RunSpec
 from workflow_src.train import train
-from workflow_src.train_shard import train_shard
+from workflow_src.train_shard import train_shard, training_code_sha
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
@@ -114,6 +114,9 @@ def test_a_shard_of_cnns_trains_one_after_another_even_when_stacking_is_asked(
     assert set(summaries) == {run.id for run in runs}
     assert not any("stacked ensemble" in line for line in lines)
     for run in runs:
+        # a CNN's code hash covers cnns.py (editing the CNNs retrains them, not the MLPs)
+        assert summaries[run.id]["code_sha"] == training_code_sha("alexnet_small")
+        assert summaries[run.id]["code_sha"] != training_code_sha("mlp")
         alone, _ = train(run, cifar, CPU, log=QUIET)
         loaded = load_model(tmp_path / "runs" / run.id / "model.pt")
         for a, b in zip(alone.state_dict().values(), loaded.state_dict().values()):

@@ -59,8 +59,11 @@ from .models import save_model
 from .runtable import RunSpec
 from .train import train
 
-# The modules whose code determines a trained network (and so whether one can be reused).
+# The modules whose code determines a trained network (and so whether one can be reused):
+# every network's, plus cnns.py for the convolutional ones. An MLP's hash leaves cnns.py out,
+# so that editing the CNNs retrains no MLP (and the MLPs keep the hash they had before).
 TRAINING_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py")
+CNN_CODE = ("cnns.py",)
 # Keys of a member's summary the shard record repeats, so aggregate reads one file a shard.
 SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "train_correct", "n_train", "test_correct", "n_test")
 
@@ -77,11 +80,12 @@ def stack_checkpoints(results: Path, shard: str, runs: list[RunSpec], code_sha: 
     return CheckpointStore(shard_record(results, shard).parent, identity, every, (), log)
 
 
-def training_code_sha() -> str:
-    """SHA-256 (first 16 hex digits) of the source of TRAINING_CODE."""
+def training_code_sha(architecture: str = "mlp") -> str:
+    """SHA-256 (first 16 hex digits) of the source that trains an ``architecture`` network:
+    TRAINING_CODE, and CNN_CODE for every architecture but the MLP."""
     sha = hashlib.sha256()
     package = Path(__file__).resolve().parent
-    for name in TRAINING_CODE:
+    for name in TRAINING_CODE + (() if architecture == "mlp" else CNN_CODE):
         sha.update(name.encode() + b"\0" + (package / name).read_bytes())
     return sha.hexdigest()[:16]
 
@@ -152,7 +156,7 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
     member in training (0: none), and the steps whose checkpoints stay when it is finished
     (config training.checkpoint_every, training.keep_checkpoints).
     """
-    code_sha = training_code_sha()
+    code_shas = {arch: training_code_sha(arch) for arch in {run.architecture for run in runs}}
     data_shas = {data_id: data_sha(path) for data_id, path in data_stores.items()}
     opened: dict = {}
 
@@ -163,10 +167,12 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
 
     def save(run, model, result):
         summaries[run.id] = save_trained(run, model, result, run_folder(results, run.id),
-                                         device, code_sha, data_shas[run.data.id])
+                                         device, code_shas[run.architecture],
+                                         data_shas[run.data.id])
 
     def checkpoints_of(run):
-        identity = {"run_id": run.id, "code_sha": code_sha, "data_sha": data_shas[run.data.id],
+        identity = {"run_id": run.id, "code_sha": code_shas[run.architecture],
+                    "data_sha": data_shas[run.data.id],
                     "device": device.type, "torch": str(torch.__version__)}
         return CheckpointStore(run_folder(results, run.id), identity, checkpoint_every,
                                keep_checkpoints, progress.prefixed(f"run {run.id}"))
@@ -175,8 +181,8 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
     summaries: dict[str, dict] = {}
     todo = []
     for run in runs:
-        summary, why = reusable_summary(run, run_folder(results, run.id), code_sha,
-                                        data_shas[run.data.id])
+        summary, why = reusable_summary(run, run_folder(results, run.id),
+                                        code_shas[run.architecture], data_shas[run.data.id])
         if summary is None:
             log(f"run {run.id}: to train: {why}")
             todo.append(run)
@@ -189,7 +195,9 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
     raise_if_stop_requested()
     if len(stacked) > 1:
         log(f"training {len(stacked)} networks as one stacked ensemble on {device}")
-        stack_store = stack_checkpoints(results, shard, stacked, code_sha, data_shas, device,
+        # Only MLPs stack (ensemble.stackable), so the stack's code is the MLPs'.
+        stack_store = stack_checkpoints(results, shard, stacked, training_code_sha(),
+                                        data_shas, device,
                                         checkpoint_every, progress.prefixed("stack"))
         try:
             trained = train_stacked(stacked, [data_of(run) for run in stacked], device,
@@ -225,7 +233,8 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
             "are saved and will be reused when the job runs again.")
     # A stack's checkpoint left by stacked training that failed (and fell back to one after
     # another) or by an earlier stack of other members belongs to no network now.
-    stack_checkpoints(results, shard, [], code_sha, data_shas, device, 0, log).clear()
+    stack_checkpoints(results, shard, [], training_code_sha(), data_shas, device, 0,
+                      log).clear()
     seal_shard(shard, runs, summaries, results)
     return summaries
 
