@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -211,3 +213,69 @@ def test_repair_removes_damaged_outputs_with_dependents_and_study_outputs(store,
     assert any(line.startswith("MISSING") and str(path) in line for line in report)
     assert not path.exists() and not dependent.exists() and not study.exists()
     assert (run / "model.pt").exists() and (run / "train.json").exists()
+
+
+class Outputs(list):
+    """A script's snakemake.output, as seal_job reads it: every path, and each by name."""
+
+
+@pytest.fixture
+def study_job(tmp_path):
+    """A study-level job as rule correlate leaves it: two tables, then its seal, which names
+    them relative to results/<study>/seals/."""
+    study = tmp_path / "results" / "study"
+    (study / "stats").mkdir(parents=True)
+    (study / "seals").mkdir()
+    tables = [study / "stats" / "correlations.csv", study / "stats" / "networks.csv"]
+    pd.DataFrame({"indicator": ["jacobian_norm"], "value": [0.98]}).to_csv(tables[0], index=False)
+    pd.DataFrame({"run_id": ["0123456789ab"], "gap": [0.1]}).to_csv(tables[1], index=False)
+    seal = study / "seals" / "correlate.json"
+    job = SimpleNamespace(rule="correlate", output=Outputs(str(p) for p in [*tables, seal]))
+    job.output.seal = str(seal)
+    integrity.seal_job(job)
+    return Path(job.output.seal), tables
+
+
+def test_a_study_job_seals_every_output_relative_to_its_record(study_job):
+    seal, (correlations, _) = study_job
+    record = json.loads(seal.read_text())
+    assert record["rule"] == "correlate"
+    assert set(record["contents"]) == {"../stats/correlations.csv", "../stats/networks.csv"}
+    assert integrity.check_record(seal, ["rule"]) == []
+    assert integrity.read_csv(correlations, seal)["value"].tolist() == [0.98]
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda path: path.write_text(path.read_text().replace("0.98", "0.1234")), "bytes"),
+    (lambda path: path.write_bytes(b"\xff\xfe\x00garbage\x9c" * 8), "bytes"),
+    (lambda path: path.write_text(path.read_text().replace("0.98", "0.99")), "SHA-256 mismatch"),
+], ids=["edited", "garbage", "edited_same_size"])
+def test_a_damaged_study_table_is_refused_naming_it_and_the_fix(study_job, damage, why):
+    # As summarize reads correlations.csv: garbage must not surface as a UnicodeDecodeError,
+    # an edited value must not be summarized.
+    seal, (correlations, _) = study_job
+    damage(correlations)
+    with pytest.raises(DamagedOutputError, match=why) as error:
+        integrity.read_csv(correlations, seal)
+    assert_names_file_and_fix(error.value, correlations)
+    assert [p.path for p in integrity.check_record(seal, ["rule"])] == [str(correlations)]
+
+
+def test_repair_of_a_study_level_job_removes_its_outputs_only(study_job, store, tmp_path):
+    """A damaged study-level output takes its job's outputs (the next run redoes the job and
+    its readers); any other damaged output takes every study output with it."""
+    seal, tables = study_job
+    path, _ = store
+    other = tmp_path / "results" / "study" / "summary.csv"
+    other.write_text("indicator\n")
+    job = {"output": str(seal), "required": ["rule"], "study_level": True,
+           "removes": [*map(str, tables), str(seal)], "rebuilds": "correlate"}
+    shard = {"output": str(path), "removes": [str(path)], "rebuilds": "re-measured"}
+    tables[0].write_text("edited\n")
+    report = integrity.repair([job, shard], [*map(str, tables), str(seal), str(other)])
+    assert report[0] == "verify: 1 of 2 expected outputs OK"
+    assert not any(p.exists() for p in (*tables, seal)) and other.exists() and path.exists()
+    assert not any(line.startswith("removed study outputs") for line in report)
+    chunk_files(path, "loss")[0].unlink()
+    integrity.repair([shard], [str(other)])
+    assert not other.exists() and not path.exists()

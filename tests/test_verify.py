@@ -132,14 +132,14 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # Expected outputs: 3 datasets (1 raw + 2 corrupted) + per shard its record, its 2
     # members' train.json and its 5 stores (the norms' included: on by default)
-    # = 3 + 2 * 8 = 19 (no metrics.zarr: the failed
-    # forced aggregate removed it, and verify checks it only where it exists). Damaged: A's
-    # jacobian (chunk) and translation (variable); B's damaged member's train.json (its
-    # model.pt), bounds (gone) and ellipses (flipped byte) = 5. OK: the datasets, both
-    # records (B's vouches only for its members' train.json, which are intact), A's members,
-    # B's intact member, A's bounds and ellipses, B's jacobian and translation, both
-    # shards' norms = 14.
-    assert "verify: 14 of 19 expected outputs OK" in report, report
+    # = 3 + 2 * 8 = 19, and the seals of the 12 study-level jobs besides the aggregate (no
+    # metrics.zarr: the failed forced aggregate removed it, and verify checks it only where
+    # it exists) = 31. Damaged: A's jacobian (chunk) and translation (variable); B's
+    # damaged member's train.json (its model.pt), bounds (gone) and ellipses (flipped
+    # byte) = 5. OK: the datasets, both records (B's vouches only for its members'
+    # train.json, which are intact), A's members, B's intact member, A's bounds and
+    # ellipses, B's jacobian and translation, both shards' norms = 14, and the 12 seals.
+    assert "verify: 26 of 31 expected outputs OK" in report, report
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in report
     for missing in variable_files:
         assert f"MISSING {missing}: missing" in report, (missing, report)
@@ -190,7 +190,7 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
 
 def test_damaged_metrics_store_is_refused_by_the_statistics_and_rebuilt(study):
     """One level up: a chunk of the study's metrics.zarr deleted. The statistics refuse it,
-    verify removes it with the study outputs, and the next run re-aggregates identically,
+    verify removes it, and the next run re-aggregates identically and redoes what reads it,
     without re-running any shard's job."""
     workdir, clean_stats = study
     assert "Nothing to be done" in snakemake(workdir, TINY_CONFIG, "-n").stdout
@@ -205,8 +205,9 @@ def test_damaged_metrics_store_is_refused_by_the_statistics_and_rebuilt(study):
 
     verify = snakemake(workdir, TINY_CONFIG, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    # The 19 outputs of the shard plan (previous test), all intact, and metrics.zarr.
-    assert "verify: 19 of 20 expected outputs OK" in verify.stdout, verify.stdout
+    # The 19 outputs of the shard plan (previous test), all intact, metrics.zarr, and the
+    # seals of the 11 study-level jobs the forced correlate did not take with it.
+    assert "verify: 30 of 31 expected outputs OK" in verify.stdout, verify.stdout
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in verify.stdout
     assert not metrics.exists()
     jobs = planned_jobs(snakemake(workdir, TINY_CONFIG, "-n").stdout)
