@@ -51,12 +51,20 @@ CASES = [  # (architecture, width, depth, batch_norm, activation)
 ]
 
 
+# (radius, k) per architecture: the inception's pass is ~10x the WRN's, so a smaller polygon
+# sampled less densely. small (make test-fast): 26-250 crossings, seconds; at the
+# inception's small radius no unit crosses twice between coarse samples, so the large size
+# (marked slow: 10-30 s each) is where coarse sampling misses close pairs.
+SIZES = {"small": {"wrn": (0.02, 2 ** 12), "inception_small": (0.00015, 2 ** 8)},
+         "large": {"wrn": (0.04, 2 ** 14), "inception_small": (0.004, 2 ** 11)}}
+
+
+@pytest.mark.parametrize("size", ["small", pytest.param("large", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("arch,width,depth,bn,activation", CASES,
                          ids=[f"{c[0]}_{c[4]}{'_bn' if c[3] else ''}" for c in CASES])
-def test_exact_count_bounds_and_equals_dense_sampling(arch, width, depth, bn, activation):
+def test_exact_count_bounds_and_equals_dense_sampling(arch, width, depth, bn, activation, size):
     model = make_cnn(arch, width, depth, bn, seed=2, activation=activation)
-    # the inception's pass is ~10x the WRN's: a smaller polygon, sampled less densely
-    radius, k = (0.04, 2 ** 14) if arch == "wrn" else (0.004, 2 ** 11)
+    radius, k = SIZES[size][arch]
     vertices = small_polygon(images(1, seed=3)[0], radius=radius)
     walk = exact_transitions_cnn_polygon(model, vertices)
     assert walk.count > 10
@@ -89,6 +97,7 @@ def test_dense_sampled_estimator_agrees_with_the_codes_counted_here():
     assert sampled(model, vertices, 2 ** 13) == walk.count
 
 
+@pytest.mark.slow
 def test_full_translation_polygon_of_a_wrn_matches_dense_sampling():
     model = make_cnn("wrn", 1, 10, True, seed=5, activation="relu")
     vertices = translation_polygon(images(1, seed=6)[0])
@@ -216,6 +225,7 @@ def test_smooth_networks_are_refused():
         exact_transitions_cnn_polygon(HandNet("tanh"), vertices[:, :, :1, :3])
 
 
+@pytest.mark.slow
 def test_translation_metrics_store_the_exact_count_for_a_wrn_when_switched_on():
     model = make_cnn("wrn", 1, 10, True, seed=4, activation="relu", dtype=torch.float32)
     before = copy.deepcopy(model.state_dict())
@@ -252,6 +262,7 @@ def test_translation_metrics_keep_nan_for_alexnet_with_the_lrn_note():
     assert "LRN" in note and "smooth" in note and "not linear regions" in note
 
 
+@pytest.mark.slow
 def test_a_shard_measured_with_exact_cnn_stores_each_members_walk(cnn_shard):
     """measure.transitions.exact_cnn reaches the walk through measure_shard: a trained WRN
     member's transitions_exact is its own walk's count (off, it is NaN: test_cnn_metrics).
