@@ -213,6 +213,7 @@ def test_without_the_context_a_signal_is_not_caught(data, tmp_path, python_sigin
     assert not issubclass(TrainingStopped, Exception) and issubclass(MemberFailed, Exception)
 
 
+@pytest.mark.slow  # a second pytest in a subprocess
 def test_the_sigint_test_passes_in_a_background_job_and_leaves_sigint_ignored():
     """`nohup make test &`: the shell starts the job with SIGINT ignored, and a child
     inherits that. The test above still passes, and gives the ignored SIGINT back."""
