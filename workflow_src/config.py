@@ -27,6 +27,7 @@ DEFAULT_STUDY_FILE = "config.yaml"
 
 
 # Imported here rather than from runtable, which imports nothing of the config.
+from . import registry  # noqa: E402
 from .runtable import (  # noqa: E402
     FIXED_SIZE, INPUT_SHAPES, OPTIONAL_AXES, REQUIRED_AXES, architecture_problem,
     build_run_table)
@@ -105,8 +106,12 @@ def load_study(files: Sequence[Path], overrides: Mapping) -> dict:
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The config's JSON schema: the file's, with each metric's settings (measure.<section>)
+    and the metrics snapshots can measure merged in from their declarations
+    (workflow_src/registry.py, read without importing torch)."""
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    return registry.merge_schema(schema)
 
 
 def _fill_defaults(config: dict, schema: dict) -> None:
