@@ -89,12 +89,14 @@ def test_exact_count_bounds_and_equals_dense_sampling(arch, width, depth, bn, ac
     np.testing.assert_array_equal(np.sort(got), expected)
 
 
-def test_dense_sampled_estimator_agrees_with_the_codes_counted_here():
+@pytest.mark.parametrize("radius, k", [(0.02, 2 ** 11),
+                                       pytest.param(0.04, 2 ** 13, marks=pytest.mark.slow)])
+def test_dense_sampled_estimator_agrees_with_the_codes_counted_here(radius, k):
     """The dense count above is the sampled estimator's (per_run's path for CNNs)."""
     model = make_cnn("wrn", 1, 10, True, seed=2, activation="hard_tanh")
-    vertices = small_polygon(images(1, seed=3)[0], radius=0.04)
+    vertices = small_polygon(images(1, seed=3)[0], radius=radius)
     walk = exact_transitions_cnn_polygon(model, vertices)
-    assert sampled(model, vertices, 2 ** 13) == walk.count
+    assert sampled(model, vertices, k) == walk.count
 
 
 @pytest.mark.slow
@@ -110,9 +112,10 @@ def test_full_translation_polygon_of_a_wrn_matches_dense_sampling():
     assert walk.evaluations >= 2 * walk.count / 10
 
 
-def test_batched_walk_takes_the_same_decisions_as_one_polygon_at_a_time():
+@pytest.mark.parametrize("radius", [0.02, pytest.param(0.05, marks=pytest.mark.slow)])
+def test_batched_walk_takes_the_same_decisions_as_one_polygon_at_a_time(radius):
     model = make_cnn("wrn", 1, 10, True, seed=7, activation="hard_tanh")
-    polygons = [small_polygon(image, 3, 0.05, seed=i) for i, image in
+    polygons = [small_polygon(image, 3, radius, seed=i) for i, image in
                 enumerate(images(2, seed=8))]
     together = exact_transitions_cnn_polygons(model, polygons, batch_size=5)
     for walk, vertices in zip(together, polygons):
