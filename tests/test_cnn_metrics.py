@@ -575,6 +575,7 @@ def test_hessian_vector_products_match_finite_differences_of_gradients(cnns, nam
     assert_untouched(model, before)
 
 
+@pytest.mark.slow  # ~15 s; sharpness and PAC-Bayes references: test_sharpness, test_pac_bayes
 def test_sharpness_and_pac_bayes_on_batch_norm_inception(cnns):
     from workflow_src.metrics.pac_bayes import pac_bayes_metrics
     from workflow_src.metrics.sharpness import sharpness_metrics
@@ -652,6 +653,7 @@ SHARD_SETTINGS = {
 }
 
 
+@pytest.mark.slow  # trains a CNN shard (conftest cnn_shard); MLP shards: test_shards
 def test_a_cnn_shard_store_holds_each_members_own_metrics(cnn_shard):
     from workflow_src import integrity
     from workflow_src.measure_shard import measure_shard

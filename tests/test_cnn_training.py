@@ -64,7 +64,8 @@ def cifar():
 
 
 @pytest.mark.parametrize("architecture, width, depth", [
-    ("alexnet_small", 0, 0), ("inception_small", 0, 0), ("wrn", 1, 10)])
+    ("alexnet_small", 0, 0), pytest.param("inception_small", 0, 0, marks=pytest.mark.slow),
+    ("wrn", 1, 10)])
 def test_every_cnn_trains_on_cifar_shaped_data_with_zhangs_optimisation(
         cifar, architecture, width, depth):
     run = cnn_run(architecture, width=width, depth=depth, max_steps=24, eval_every=12,
@@ -75,6 +76,7 @@ def test_every_cnn_trains_on_cifar_shaped_data_with_zhangs_optimisation(
     assert np.isfinite(result.train_loss) and result.train_loss < result.curve[0]["train_loss"]
 
 
+@pytest.mark.slow  # an Inception; a batch-norm WRN resumes in the mixed-precision test below
 def test_a_cnn_with_batch_norm_resumes_to_the_uninterrupted_network(cifar, tmp_path):
     """Batch norm's running statistics, momentum buffers, the crop generator and the
     exponential schedule all come back from the checkpoint."""
@@ -135,8 +137,8 @@ def forward_dtypes(model):
     return seen
 
 
-@pytest.mark.parametrize("architecture, width, depth", [("inception_small", 0, 0),
-                                                        ("wrn", 1, 10)])
+@pytest.mark.parametrize("architecture, width, depth", [
+    pytest.param("inception_small", 0, 0, marks=pytest.mark.slow), ("wrn", 1, 10)])
 def test_mixed_precision_trains_in_bfloat16_and_evaluates_in_float32(
         cifar, monkeypatch, architecture, width, depth):
     """Under training.mixed_precision the training passes' convolutions run in bfloat16
