@@ -23,8 +23,9 @@ check: install
 	$(BIN)/python -m workflow_src.config check $(STUDY)
 
 # The tiers (tests/README.md). test: the whole suite, what CI (.ci/run) runs. test-fast: unit
-# and numerical reference tests, no Snakemake, SLURM, presets or slow tests (a few minutes).
-# Both print the slowest tests.
+# and numerical reference tests, no Snakemake, SLURM, presets or slow tests (a few minutes),
+# with one thread per process (OMP_NUM_THREADS=1: its networks are tiny, and two threads
+# on a busy 2-core machine made it several times slower). Both print the slowest tests.
 PYTEST := $(BIN)/python -m pytest -q -ra --strict-markers --durations=15
 FAST := not workflow and not slurm and not presets and not slow
 
@@ -32,7 +33,7 @@ test: install system-data
 	$(PYTEST)
 
 test-fast: install
-	$(PYTEST) -m "$(FAST)"
+	OMP_NUM_THREADS=1 $(PYTEST) -m "$(FAST)"
 
 # Checks every result of the study against its checksums and removes the damaged ones
 # with what was computed from them; `make run` (same STUDY) then rebuilds exactly those.

@@ -64,6 +64,16 @@ def cnn_shard(tmp_path_factory, digits):
 
 
 @pytest.fixture(autouse=True)
+def same_torch_threads():
+    """A test leaves torch's thread count as it found it: measure_shard sets it to the job's
+    threads (tests pass 8), which would otherwise hold for every test after it."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def seeded_global_generator():
     """Every test starts from the same state of torch's global generator, so a test that
     draws from it (torch.randn without a generator) sees the same numbers whichever tests

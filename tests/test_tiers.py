@@ -17,22 +17,26 @@ from workflow_helpers import REPO, SNAKEMAKE
 MAKE = shutil.which("make")
 
 
-def pytest_command(target: str) -> list[str]:
-    """The arguments `make TARGET` gives pytest (make -n, install taken as done)."""
+def pytest_command(target: str) -> tuple[list[str], list[str]]:
+    """What `make TARGET` puts before `python -m pytest`, and the arguments it gives pytest
+    (make -n, install taken as done)."""
     result = subprocess.run([MAKE, "-n", "--no-print-directory", "-o", "install", "-o",
                              "system-data", target], cwd=REPO, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if " -m pytest" in line]
     assert len(lines) == 1, result.stdout
-    return shlex.split(lines[0].split(" -m pytest", 1)[1])
+    before, after = lines[0].split(" -m pytest", 1)
+    return shlex.split(before)[:-1], shlex.split(after)
 
 
 @pytest.mark.skipif(MAKE is None, reason="no make on this machine")
 def test_make_test_runs_everything_and_test_fast_leaves_out_the_slow_markers():
-    full, fast = pytest_command("test"), pytest_command("test-fast")
-    assert "-m" not in full and "-k" not in full and not any(a.startswith("tests/") for a in full)
+    (full_env, full), (fast_env, fast) = pytest_command("test"), pytest_command("test-fast")
+    assert full_env == [] and "-m" not in full and "-k" not in full
+    assert not any(a.startswith("tests") for a in full)  # testpaths: every test
     assert fast[fast.index("-m") + 1] == "not workflow and not slurm and not presets and not slow"
+    assert fast_env == ["OMP_NUM_THREADS=1"]
     for command in (full, fast):
         assert any(a.startswith("--durations=") for a in command), command
         assert "--strict-markers" in command, command
