@@ -45,10 +45,10 @@ rule plot_keskar:
         seal=study_seal("plot_keskar"),
     input:
         **sealed(rules.keskar_interpolation, "table"),
-        code=package_files("figures/common", "figures/theme", "figures/studies",
-                           "figures/keskar", "integrity"),
+        code=package_files(*FIGURE_CODE),
     params:
-        size={key: config["plots"][key] for key in ("width", "height")},
+        figures_drawn=["keskar_1d"],
+        options=figure_options(config["plots"], ["keskar_1d"]),
         figures=figure_dir,
     log:
         f"{STUDY_DIR}/logs/plot_keskar.log",

@@ -1,68 +1,76 @@
-# Stage 7: figures; every setting goes through params so a change re-runs only these rules.
-rule plot_jacobian:
+# Stage 7: figures. One job draws every figure that reads the same inputs (the figures'
+# catalogue: workflow_src/figures/catalogue.py says what each reads and which plot options
+# it uses). A job's params are only the options its figures use (figure_options), and inside
+# the job a figure whose inputs, options and code are unchanged is reused from
+# figures/.cache instead of drawn again (workflow_src/figures/output.py), so changing one
+# plot option re-draws only the figures that use it.
+from workflow_src.figures.catalogue import options as figure_options
+
+FIGURE_CODE = ("figures/common", "figures/output", "figures/theme", "figures/catalogue",
+               "figures/job", "figures/sensitivity", "figures/bounds", "figures/indicators",
+               "figures/studies", "figures/keskar", "figures/snapshots", "metrics/bounds",
+               "stats/tables", "stats/summary", "integrity", "runtable")
+INDICATOR_CATEGORY = "Which indicators track the gap"
+
+METRIC_FIGURES = ["jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
+                  "loss_bounds", "indicators_vs_gap"]
+ELLIPSE_FIGURES = ["ellipse_profile", "ellipse_kinds"] if ENABLED["ellipses"] else []
+ELLIPSE_CATEGORY = "On and off the data manifold"
+ELLIPSE_TABLES = {
+    "summary": report(f"{STUDY_DIR}/stats/ellipses.csv", caption="../report/captions/ellipses.rst",
+                      category=ELLIPSE_CATEGORY),
+    "order": report(f"{STUDY_DIR}/stats/ellipse_order.csv",
+                    caption="../report/captions/ellipse_order.rst", category=ELLIPSE_CATEGORY),
+} if ENABLED["ellipses"] else {}
+
+
+rule plot_metrics:
     output:
         **figure_outputs("jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
                          category="Jacobian norm and generalization"),
-        seal=study_seal("plot_jacobian"),
+        **figure_outputs("indicators_vs_gap", category=INDICATOR_CATEGORY),
+        **figure_outputs("loss_bounds", category="Loss bounds"),
+        **figure_outputs(*ELLIPSE_FIGURES, category=ELLIPSE_CATEGORY),
+        **ELLIPSE_TABLES,
+        seal=study_seal("plot_metrics"),
     input:
         metrics=rules.aggregate.output.metrics,
         **sealed(rules.correlate, "networks"),
-        code=package_files("integrity", "figures/common", "figures/theme", "figures/sensitivity"),
+        code=package_files(*FIGURE_CODE, "stats/ellipse_order", "stats/paired"),
     params:
-        plots=config["plots"],
+        figures_drawn=METRIC_FIGURES + ELLIPSE_FIGURES,
+        options=figure_options(config["plots"], METRIC_FIGURES + ELLIPSE_FIGURES),
         figures=figure_dir,
     log:
-        f"{STUDY_DIR}/logs/plot_jacobian.log",
+        f"{STUDY_DIR}/logs/plot_metrics.log",
     conda:
         ENV_ANALYSIS
     script:
-        "scripts/plot_jacobian.py"
+        "scripts/plot_metrics.py"
 
 
-rule plot_ellipses:
+rule plot_summary:
     output:
-        **figure_outputs("ellipse_profile", "ellipse_kinds", category="On and off the data manifold"),
-        summary=report(f"{STUDY_DIR}/stats/ellipses.csv", caption="../report/captions/ellipses.rst",
-                       category="On and off the data manifold"),
-        order=report(f"{STUDY_DIR}/stats/ellipse_order.csv",
-                     caption="../report/captions/ellipse_order.rst",
-                     category="On and off the data manifold"),
-        seal=study_seal("plot_ellipses"),
+        **figure_outputs("indicator_ranking", category=INDICATOR_CATEGORY),
+        **figure_outputs("factors", category="Factors of generalization"),
+        seal=study_seal("plot_summary"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("integrity", "figures/common", "figures/theme", "figures/sensitivity",
-                           "stats/ellipse_order", "stats/paired"),
+        **sealed(rules.summarize, "summary"),
+        **sealed(rules.granulate, "granulated"),
+        **sealed(rules.paired, "tests", "pairs"),
+        code=package_files(*FIGURE_CODE),
     params:
-        plots=config["plots"],
+        figures_drawn=["indicator_ranking", "factors"],
+        options=figure_options(config["plots"], ["indicator_ranking", "factors"]),
         figures=figure_dir,
     log:
-        f"{STUDY_DIR}/logs/plot_ellipses.log",
+        f"{STUDY_DIR}/logs/plot_summary.log",
     conda:
         ENV_ANALYSIS
     script:
-        "scripts/plot_ellipses.py"
+        "scripts/plot_summary.py"
 
 
-rule plot_bounds:
-    output:
-        **figure_outputs("loss_bounds", category="Loss bounds"),
-        seal=study_seal("plot_bounds"),
-    input:
-        metrics=rules.aggregate.output.metrics,
-        code=package_files("integrity", "figures/common", "figures/theme", "figures/bounds",
-                           "metrics/bounds", "stats/tables"),
-    params:
-        plots=config["plots"],
-        figures=figure_dir,
-    log:
-        f"{STUDY_DIR}/logs/plot_bounds.log",
-    conda:
-        ENV_ANALYSIS
-    script:
-        "scripts/plot_bounds.py"
-
-
-TARGETS.extend(rules.plot_jacobian.output)
-TARGETS.extend(rules.plot_bounds.output)
-if ENABLED["ellipses"]:
-    TARGETS.extend(rules.plot_ellipses.output)
+TARGETS.extend(rules.plot_metrics.output)
+TARGETS.extend(rules.plot_summary.output)

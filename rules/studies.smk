@@ -1,9 +1,8 @@
 # Stage 7b: the figures of the study presets (studies/*.yaml), drawn for every study since
-# they are cheap: Zhang et al.'s Figure 1 from the learning curves, Novak et al.'s factor
-# and correlation figures from the statistics. Figure names do not depend on the data.
+# they are cheap: Zhang et al.'s Figure 1 from the learning curves (Novak et al.'s factor
+# and correlation figures are drawn with the others, rules/plots.smk). Figure names do not
+# depend on the data.
 from workflow_src.config import ConfigError
-
-FIGURE_CODE = ("figures/common", "figures/theme", "figures/studies", "stats/tables", "integrity")
 
 
 rule collect_curves:
@@ -25,16 +24,20 @@ rule collect_curves:
         "scripts/collect_curves.py"
 
 
+# plot_training, the first figure job to run, also writes figures/vega.js, the JavaScript
+# every figure's HTML loads from its folder (workflow_src/figures/output.py).
 rule plot_training:
     output:
         **figure_outputs("learning_curves", "time_to_fit", "test_error",
                          category="Fitting corrupted data"),
+        library=f"{FIGURES}/vega.js",
         seal=study_seal("plot_training"),
     input:
         **sealed(rules.collect_curves, "curves"),
         code=package_files(*FIGURE_CODE),
     params:
-        size={key: config["plots"][key] for key in ("width", "height")},
+        figures_drawn=["learning_curves", "time_to_fit", "test_error"],
+        options=figure_options(config["plots"], ["learning_curves", "time_to_fit", "test_error"]),
         figures=figure_dir,
     log:
         f"{STUDY_DIR}/logs/plot_training.log",
@@ -44,48 +47,8 @@ rule plot_training:
         "scripts/plot_training.py"
 
 
-rule plot_factors:
-    output:
-        **figure_outputs("factors", category="Factors of generalization"),
-        seal=study_seal("plot_factors"),
-    input:
-        metrics=rules.aggregate.output.metrics,
-        **sealed(rules.paired, "tests", "pairs"),
-        code=package_files(*FIGURE_CODE),
-    params:
-        size={key: config["plots"][key] for key in ("width", "height")},
-        figures=figure_dir,
-    log:
-        f"{STUDY_DIR}/logs/plot_factors.log",
-    conda:
-        ENV_ANALYSIS
-    script:
-        "scripts/plot_factors.py"
-
-
-rule plot_indicators_vs_gap:
-    output:
-        **figure_outputs("indicators_vs_gap", category="Jacobian norm and generalization"),
-        seal=study_seal("plot_indicators_vs_gap"),
-    input:
-        metrics=rules.aggregate.output.metrics,
-        **sealed(rules.correlate, "networks"),
-        code=package_files(*FIGURE_CODE),
-    params:
-        plots=config["plots"],
-        figures=figure_dir,
-    log:
-        f"{STUDY_DIR}/logs/plot_indicators_vs_gap.log",
-    conda:
-        ENV_ANALYSIS
-    script:
-        "scripts/plot_indicators_vs_gap.py"
-
-
 TARGETS.append(rules.collect_curves.output.curves)
 TARGETS.extend(rules.plot_training.output)
-TARGETS.extend(rules.plot_factors.output)
-TARGETS.extend(rules.plot_indicators_vs_gap.output)
 
 
 # Model-wise double descent (studies/double_descent.yaml): on when plots.double_descent is.
@@ -106,8 +69,9 @@ rule plot_double_descent:
         **sealed(rules.correlate, "networks"),
         code=package_files(*FIGURE_CODE),
     params:
-        n_train=config["data"]["n_train"],
-        size={key: config["plots"][key] for key in ("width", "height")},
+        figures_drawn=["double_descent"],
+        options=figure_options(config["plots"], ["double_descent"],
+                               n_train=config["data"]["n_train"]),
         figures=figure_dir,
     log:
         f"{STUDY_DIR}/logs/plot_double_descent.log",

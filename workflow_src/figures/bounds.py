@@ -15,7 +15,7 @@ import xarray as xr
 
 from ..metrics import bounds
 from ..stats.tables import converged_runs
-from .common import log_scale, sample_rows, tooltips
+from .common import MAX_POINTS, log_scale, scatter, tooltips
 
 # Plain-text names, since Unicode has no subscript F or y and the PNG fonts lack ₂: p is the
 # true class's probability σ_y, and ‖∂p/∂x‖ (a gradient) is its Euclidean norm.
@@ -25,8 +25,9 @@ LOWER, UPPER = "lower bound on ‖∂p/∂x‖", "upper bound on ‖∂p/∂x‖
 APPROX = "approximation of the Frobenius norm"
 
 
-def bounds_table(ds: xr.Dataset, max_rows: int = 5000, seed: int = 0) -> pd.DataFrame:
-    """Per (converged run, point): loss, ‖J_y‖₂/√M, ‖J‖_F/√M, within_bounds; padding dropped."""
+def bounds_table(ds: xr.Dataset) -> pd.DataFrame:
+    """Per (converged run, point): loss, ‖J_y‖₂/√M, ‖J‖_F/√M, within_bounds; padding and
+    points of loss 0 (no log axis can show them) dropped."""
     conv = converged_runs(ds)
     root_m = np.sqrt(conv["bound_M"])
     frame = xr.Dataset({
@@ -34,8 +35,10 @@ def bounds_table(ds: xr.Dataset, max_rows: int = 5000, seed: int = 0) -> pd.Data
         "true_class_norm": conv["jacobian_norm_true_class"] / root_m,
         "frobenius_norm": conv["jacobian_norm"] / root_m,
         "within_bounds": conv["within_bounds"],
-    }).to_dataframe().reset_index().dropna(subset=["loss", "true_class_norm"])
-    return sample_rows(frame[frame["loss"] > 0], max_rows, seed)
+    }).reset_coords(drop=True).to_dataframe().reset_index().dropna(
+        subset=["loss", "true_class_norm"])
+    frame["run_id"] = np.asarray(conv["run_id"].values)[frame["run"].to_numpy()]
+    return frame[frame["loss"] > 0].drop(columns=["run"]).reset_index(drop=True)
 
 
 def curves_table(loss_min: float, loss_max: float, n_classes: int) -> pd.DataFrame:
@@ -54,20 +57,28 @@ def curves_table(loss_min: float, loss_max: float, n_classes: int) -> pd.DataFra
 def bounds_chart(points: pd.DataFrame, n_classes: int, width: int, height: int) -> alt.Chart:
     """Two panels: measured ‖J_y‖₂/√M with its bounds, measured ‖J‖_F/√M with its approximation."""
     curves = curves_table(points["loss"].min(), points["loss"].max(), n_classes)
-    x = alt.X("loss:Q", title="test loss at the point (nats, log scale)",
-              **log_scale(points["loss"]))
+    x_channel = {"title": "test loss at the point (nats, log scale)",
+                 **log_scale(points["loss"])}
+    x = alt.X("loss:Q", **x_channel)
     colours = alt.Scale(domain=[LOWER, UPPER, APPROX], range=["#0072B2", "#D55E00", "#000000"])
 
     def panel(field, name):
         # The axis follows the measured points; curves beyond it are clipped.
-        dots = alt.Chart(points).mark_circle(size=12, opacity=0.45, color="#555555").encode(
-            x=x, y=alt.Y(f"{field}:Q", title=f"{name} (log scale)", **log_scale(points[field])),
-            tooltip=tooltips(points, ["run_id", "loss", field]))
+        y = {"title": f"{name} (log scale)", **log_scale(points[field])}
+        frame = points[["run_id", "loss", field]]
+
+        def dots(rows):
+            return alt.Chart(rows).mark_circle(size=12, opacity=0.45, color="#555555").encode(
+                x=x, y=alt.Y(f"{field}:Q", **y), tooltip=tooltips(rows, ["run_id", "loss", field]))
+
+        shown, note = scatter(frame, dots, "loss", field, x_channel, y, True, True, "points",
+                              MAX_POINTS * 2)
         lines = alt.Chart(curves[curves["panel"] == name]).mark_line(
             strokeWidth=2, clip=True).encode(
             x=x, y=alt.Y("value:Q"), color=alt.Color("curve:N", scale=colours, title="curve",
                                                      legend=alt.Legend(labelLimit=300)))
-        return (dots + lines).properties(width=width, height=height, title=name)
+        return alt.layer(shown, lines).properties(width=width, height=height,
+                                                  title=[name, note] if note else name)
 
     inside = points["within_bounds"].mean()
     return alt.hconcat(

@@ -12,7 +12,9 @@ small-batch and a large-batch solution, w(α) = α·w_large + (1 − α)·w_smal
 - train solid, test dashed (as in the paper), and coloured too;
 - one column of panels per pair while there are at most ``MAX_PANELS`` pairs (the header
   names the pair's batch sizes and what else varies between pairs); with more, every pair
-  is a thin line in one column of panels, told apart in the tooltips.
+  is a thin line in one column of panels, told apart in the tooltips; with more than
+  ``common.MAX_LINES`` pairs, the median and interquartile band over the pairs at each α
+  under a seeded sample of ``common.SAMPLE_LINES`` pairs' lines (every pair in the CSV).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from .common import log_scale, tooltips
+from .common import MAX_LINES, SAMPLE_LINES, band, log_scale, sample_groups, tooltips
 from .studies import MAX_PANELS, _message
 
 SPLITS = alt.Scale(domain=["train", "test"], range=["#0072B2", "#D55E00"])
@@ -55,17 +57,23 @@ def long_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def _panel(frame: pd.DataFrame, ends: pd.DataFrame, measure: str, y: alt.Y, width: int,
+def _panel(frame: pd.DataFrame, ends: pd.DataFrame, measure: str, y_channel: dict, width: int,
            height: int, one_column: bool, labelled: bool):
     """The layers of one measure: the curves, the rules at α = 0 and 1 (and their labels)."""
-    curves = frame[frame["measure"] == measure]
+    every = frame[frame["measure"] == measure]
+    many = every["pair"].nunique() > MAX_LINES
+    curves = sample_groups(every, ["pair"], SAMPLE_LINES) if many else every
+    if one_column:  # one rule at each end for all the pairs
+        ends = ends.drop_duplicates("alpha").drop(columns="pair")
     data = pd.concat([curves.assign(layer="curve"), ends.assign(layer="end")],
                      ignore_index=True)
     low, high = float(curves["alpha"].min()), float(curves["alpha"].max())
     ticks = np.arange(np.ceil(low * 2) / 2, high + 1e-9, 0.5)  # the authors' -1, -0.5, ..., 2
-    x = alt.X("alpha:Q", title="α in w(α) = α·w_large + (1 − α)·w_small",
-              scale=alt.Scale(domain=[low, high], nice=False),
-              axis=alt.Axis(values=[float(t) for t in ticks]) if len(ticks) <= 13 else alt.Axis())
+    x_channel = {"title": "α in w(α) = α·w_large + (1 − α)·w_small",
+                 "scale": alt.Scale(domain=[low, high], nice=False),
+                 "axis": alt.Axis(values=[float(t) for t in ticks]) if len(ticks) <= 13
+                 else alt.Axis()}
+    x, y = alt.X("alpha:Q", **x_channel), alt.Y("value:Q", **y_channel)
     lines = alt.Chart().transform_filter(alt.datum.layer == "curve").mark_line(
         opacity=0.55 if one_column else 0.9, strokeWidth=1.5 if one_column else 2).encode(
         x=x, y=y,
@@ -78,6 +86,9 @@ def _panel(frame: pd.DataFrame, ends: pd.DataFrame, measure: str, y: alt.Y, widt
     rules = alt.Chart().transform_filter(alt.datum.layer == "end").mark_rule(
         color="#555555", strokeDash=[2, 3]).encode(x="alpha:Q")
     layers = [rules, lines] if one_column else [rules, lines, points]
+    if many:  # the band over every pair, per split, under the sampled lines
+        layers[1:1] = band(every, "alpha", "value", ["split"], x_channel, y_channel,
+                           alt.Color("split:N", scale=SPLITS, title="split"))
     if labelled:
         layers.append(alt.Chart().transform_filter(alt.datum.layer == "end").mark_text(
             align="left", baseline="top", dx=4, fontSize=12, color="#333333").encode(
@@ -99,13 +110,16 @@ def keskar_1d_chart(table: pd.DataFrame, width: int, height: int):
                      ignore_index=True)
     one_column = frame["pair"].nunique() > MAX_PANELS
     losses = frame.loc[frame["measure"] == "loss", "value"]
-    loss_axis = alt.Y("value:Q", title="cross-entropy (nats, mean)", **log_scale(losses))
-    accuracy_axis = alt.Y("value:Q", title="accuracy (fraction)",
-                          scale=alt.Scale(domain=[0, 1]))
+    loss_axis = {"title": "cross-entropy (nats, mean)", **log_scale(losses)}
+    accuracy_axis = {"title": "accuracy (fraction)", "scale": alt.Scale(domain=[0, 1])}
     n_pairs = frame["pair"].nunique()
     title = ("Loss and accuracy between a small- and a large-batch solution "
              f"(Keskar et al. Fig. 3); {n_pairs} pair{'s' if n_pairs > 1 else ''}; "
              "train solid, test dashed")
+    if n_pairs > MAX_LINES:
+        title = [title, f"bands: median and interquartile range over the pairs; thin lines: a "
+                        f"seeded sample of {SAMPLE_LINES} pairs; every pair in "
+                        "stats/keskar_interpolation.csv"]
     return alt.vconcat(
         _panel(frame, ends, "loss", loss_axis, width, height, one_column, labelled=True),
         _panel(frame, ends, "accuracy", accuracy_axis, width, height, one_column,

@@ -1,7 +1,9 @@
 """Figures of Novak et al. 2018 (arXiv 1802.08760): sensitivity against generalization.
 
 Each ``*_chart`` function takes tidy pandas data and returns an altair chart. Tooltips show
-each network's hyperparameters.
+each network's hyperparameters. Per-point charts draw box plots and histograms of every
+point and a seeded sample of the points themselves (``common``: the figure's size does not
+grow with the study); the points are in metrics.zarr.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from ..stats.tables import converged_runs
-from .common import log_scale, tooltips
+from .common import MAX_POINTS, log_scale, panels, scatter, tooltips
 
 # Axis titles are plain text, and Unicode has no subscript F: the norm is named in words.
 JACOBIAN = "‖∂softmax/∂x‖ (Frobenius)"
@@ -21,29 +23,41 @@ STATUS_SHAPES = alt.Scale(domain=["converged", "unconverged", "diverged"],
 
 
 def jacobian_vs_gap_chart(networks: pd.DataFrame, hyperparameters: list[str], color_by: str,
-                          width: int, height: int) -> alt.Chart:
+                          width: int, height: int):
     """Novak et al. Fig. 4: mean test Jacobian norm against the generalization gap, per network."""
     varying = [h for h in hyperparameters if networks[h].nunique() > 1]
     color_type = "O" if pd.api.types.is_numeric_dtype(networks[color_by]) else "N"
-    return (
-        alt.Chart(networks, title="Mean test Jacobian norm vs generalization gap")
-        .mark_point(size=70, filled=True, opacity=0.8)
-        .encode(
-            x=alt.X("jacobian_norm:Q", title=f"mean test {JACOBIAN} (log scale)",
-                    **log_scale(networks["jacobian_norm"])),
-            y=alt.Y("gap:Q", title="generalization gap (train acc − test acc)"),
+    fields = ["run_id", "status", "gap", "jacobian_norm", *varying]
+    frame = networks[list(dict.fromkeys([*fields, color_by]))]
+    x = {"title": f"mean test {JACOBIAN} (log scale)", **log_scale(frame["jacobian_norm"])}
+    y = {"title": "generalization gap (train acc − test acc)"}
+
+    def points(rows):
+        return alt.Chart(rows).mark_point(size=70, filled=True, opacity=0.8).encode(
+            x=alt.X("jacobian_norm:Q", **x), y=alt.Y("gap:Q", **y),
             color=alt.Color(f"{color_by}:{color_type}", title=color_by,
-                            scale=alt.Scale(scheme="viridis") if color_type == "O" else alt.Undefined),
+                            scale=alt.Scale(scheme="viridis") if color_type == "O"
+                            else alt.Undefined),
             shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
-            tooltip=tooltips(networks, ["run_id", "status", "gap", "jacobian_norm", *varying]),
-        )
-        .properties(width=width, height=height)
-    )
+            tooltip=tooltips(rows, fields))
+
+    chart, note = scatter(frame, points, "jacobian_norm", "gap", x, y, True, False)
+    title = "Mean test Jacobian norm vs generalization gap"
+    return chart.properties(width=width, height=height,
+                            title=[title, note] if note else title)
 
 
-def points_table(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per (converged run, evaluated point), padding dropped."""
-    frame = converged_runs(ds)[["jacobian_norm", "loss", "correct"]].to_dataframe().reset_index()
+POINT_COLUMNS = ["jacobian_norm", "loss", "correct"]
+
+
+def points_table(ds: xr.Dataset, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per (converged run, evaluated point), padding dropped: run_id, point, the
+    norm, loss and correctness, ``prediction``, and the run coordinates in ``columns``."""
+    conv = converged_runs(ds)
+    frame = conv[POINT_COLUMNS].reset_coords(drop=True).to_dataframe().reset_index()
+    frame["run_id"] = np.repeat(conv["run_id"].values, conv.sizes["point"])
+    for name in columns:
+        frame[name] = np.repeat(conv[name].values, conv.sizes["point"])
     frame = frame.dropna(subset=["jacobian_norm", "correct"])
     frame["prediction"] = np.where(frame["correct"] > 0.5, "correct", "misclassified")
     return frame
@@ -51,20 +65,23 @@ def points_table(ds: xr.Dataset) -> pd.DataFrame:
 
 def jacobian_by_correctness_chart(points: pd.DataFrame, facet_by: str, width: int,
                                   height: int) -> alt.Chart:
-    """Novak et al. §4.3: Jacobian norm at correctly vs wrongly classified test points."""
-    return (
-        alt.Chart(points, title="Jacobian norm at test points by correctness (converged networks)")
-        .mark_boxplot(extent="min-max")
-        .encode(
+    """Novak et al. §4.3: Jacobian norm at correctly vs wrongly classified test points; box
+    plots over every point (the quartiles are computed when the figure is written)."""
+    frame = points[["prediction", "jacobian_norm", facet_by]]
+    y = {"title": f"{JACOBIAN} at the point (log scale)", **log_scale(frame["jacobian_norm"])}
+
+    def boxes(rows):
+        return alt.Chart(rows[["prediction", "jacobian_norm"]]).mark_boxplot(
+            extent="min-max").encode(
             x=alt.X("prediction:N", title=None),
-            y=alt.Y("jacobian_norm:Q", title=f"{JACOBIAN} at the point (log scale)",
-                    **log_scale(points["jacobian_norm"])),
+            y=alt.Y("jacobian_norm:Q", **y),
             color=alt.Color("prediction:N", scale=alt.Scale(
-                domain=["correct", "misclassified"], range=["#0072B2", "#D55E00"]), legend=None),
-            column=alt.Column(f"{facet_by}:N", title=facet_by),
-        )
-        .properties(width=max(80, width // 4), height=height)
-    )
+                domain=["correct", "misclassified"], range=["#0072B2", "#D55E00"]),
+                legend=None),
+        ).properties(width=max(80, width // 4), height=height)
+
+    return panels(frame, facet_by, boxes, title="Jacobian norm at test points by correctness "
+                                                f"(converged networks; {len(frame):,} points)")
 
 
 KIND_ORDER = ["same_class", "different_class", "random"]
@@ -169,24 +186,31 @@ def ellipse_kinds_chart(summary: pd.DataFrame, width: int, height: int) -> alt.C
                     if len(weights) > 1 else ")"))
 
 
-def jacobian_vs_loss_chart(points: pd.DataFrame, width: int, height: int) -> alt.Chart:
-    """Novak Fig. 5: per test point, Jacobian norm against the cross-entropy loss.
+def jacobian_vs_loss_chart(points: pd.DataFrame, width: int, height: int):
+    """Novak Fig. 5: per test point, Jacobian norm against the cross-entropy loss: a 2-D
+    histogram of every point under a seeded sample of them.
 
     Both axes are logarithmic, so points with loss or norm 0 (a point classified with
     certainty in floating point) cannot be drawn; they are left out, and the title says
     how many.
     """
-    shown = points[(points["loss"] > 0) & (points["jacobian_norm"] > 0)]
-    left_out = len(points) - len(shown)
+    frame = points[["run_id", "loss", "jacobian_norm", "prediction"]]
+    shown = frame[(frame["loss"] > 0) & (frame["jacobian_norm"] > 0)]
+    left_out = len(frame) - len(shown)
     title = "Jacobian norm vs loss at test points (converged networks)"
     if left_out:
-        title += f"; {left_out} points with loss or norm 0 not shown"
-    return alt.Chart(shown).mark_circle(size=12, opacity=0.4).encode(
-        x=alt.X("loss:Q", title="test loss at the point (nats, log scale)",
-                **log_scale(shown["loss"])),
-        y=alt.Y("jacobian_norm:Q", title=f"{JACOBIAN} at the point (log scale)",
-                **log_scale(shown["jacobian_norm"])),
-        color=alt.Color("prediction:N", scale=alt.Scale(
-            domain=["correct", "misclassified"], range=["#0072B2", "#D55E00"])),
-        tooltip=tooltips(shown, ["run_id", "loss", "jacobian_norm", "prediction"]),
-    ).properties(width=width, height=height, title=title)
+        title += f"; {left_out:,} points with loss or norm 0 not shown"
+    x = {"title": "test loss at the point (nats, log scale)", **log_scale(shown["loss"])}
+    y = {"title": f"{JACOBIAN} at the point (log scale)", **log_scale(shown["jacobian_norm"])}
+
+    def dots(rows):
+        return alt.Chart(rows).mark_circle(size=12, opacity=0.4).encode(
+            x=alt.X("loss:Q", **x), y=alt.Y("jacobian_norm:Q", **y),
+            color=alt.Color("prediction:N", scale=alt.Scale(
+                domain=["correct", "misclassified"], range=["#0072B2", "#D55E00"])),
+            tooltip=tooltips(rows, ["run_id", "loss", "jacobian_norm", "prediction"]))
+
+    chart, note = scatter(shown, dots, "loss", "jacobian_norm", x, y, True, True, "points",
+                          MAX_POINTS * 2)
+    return chart.properties(width=width, height=height,
+                            title=[title, note] if note else title)

@@ -7,9 +7,12 @@ and correlation figures, drawn for every study from tidy tables.
   (Fig. 1b); ``test_error_chart``: test error vs label noise with chance 1 − 1/K (Fig. 1c);
 - ``factor_chart``: an indicator at both sides of each two-valued factor, pair by pair, and
   the paired differences (Novak et al., arXiv 1802.08760, §4.2);
-- ``indicators_vs_gap_chart``: each indicator vs the generalization gap, one panel per
-  dataset (Novak et al. Fig. 4); a network whose optimizer for that indicator did not
-  converge is drawn hollow.
+- ``indicator_titles``: what each indicator is, for the overview figures (``indicators``).
+
+A study of many networks gets the same figures at a bounded size (``common``): learning
+curves as the median and interquartile band over the networks with a seeded sample of
+them, per-network points as a seeded sample over their quartiles, matched pairs as a
+seeded sample of pairs; every network stays in curves.csv and the statistics' CSVs.
 """
 
 from __future__ import annotations
@@ -20,11 +23,8 @@ import pandas as pd
 import xarray as xr
 
 from ..stats.tables import network_indicators, point_indicators
-from .common import log_scale, tooltips
-
-# A network's optimizer for an indicator (stats.optimizer_flags: 1.0, 0.0, NaN)
-OPTIMIZER_STATES = {1.0: "converged", 0.0: "stopped short"}
-NOT_MEASURED = "not measured"
+from .common import (MAX_LINES, MAX_POINTS, SAMPLE_LINES, band, log_scale, panels,
+                     sample_groups, sample_rows, tooltips)
 
 CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
            "svhn": 10}
@@ -48,19 +48,10 @@ def with_group(frame: pd.DataFrame, hyperparameters: list[str], exclude: tuple) 
     others = [h for h in varying(frame, hyperparameters) if h not in exclude]
     if not others:
         return frame.assign(group="all networks")
-    labels = frame[others].astype(str).apply(
-        lambda row: ", ".join(f"{h}={v}" for h, v in row.items()), axis=1)
+    labels = f"{others[0]}=" + frame[others[0]].astype(str)
+    for h in others[1:]:
+        labels = labels + f", {h}=" + frame[h].astype(str)
     return frame.assign(group=labels)
-
-
-def _facet(chart, frame: pd.DataFrame, row: str | None = None, column: str | None = None):
-    """Facet by the given columns when they have several values; headers name the column."""
-    channels = {}
-    if row and frame[row].nunique() > 1:
-        channels["row"] = alt.Row(f"{row}:N", title=row)
-    if column and frame[column].nunique() > 1:
-        channels["column"] = alt.Column(f"{column}:N", title=column)
-    return chart.facet(**channels) if channels else chart
 
 
 def _by_group(frame: pd.DataFrame) -> dict:
@@ -94,51 +85,92 @@ def fit_table(curves: pd.DataFrame, hyperparameters: list[str]) -> pd.DataFrame:
 
 def learning_curves_chart(curves: pd.DataFrame, hyperparameters: list[str], width: int,
                           height: int):
-    """Zhang et al. Fig. 1a: training loss against optimizer steps, one line per network."""
+    """Zhang et al. Fig. 1a: training loss against optimizer steps, one line per network;
+    with more than MAX_LINES networks, per (label noise, corruption) the median and
+    interquartile band over the networks still training at each step, under a seeded
+    sample of SAMPLE_LINES networks' lines."""
     frame = with_group(curves, hyperparameters, exclude=("dataset", "corruption", "label_noise"))
-    tooltip = tooltips(frame, ["run_id", "status", "step", "train_loss", "train_acc", "test_acc",
-                               *varying(frame, hyperparameters)])
+    shown = varying(frame, hyperparameters)
     # One panel per dataset, and per architecture group while there are few groups.
     panel = frame["dataset"].astype(str)
     if 1 < frame["group"].nunique() <= MAX_PANELS:
         panel = panel + ", " + frame["group"]
     frame = frame.assign(panel=panel)
-    lines = (
-        alt.Chart()
-        .mark_line(opacity=0.8)
-        .encode(
-            x=alt.X("step:Q", title="optimizer steps (updates)"),
-            y=alt.Y("train_loss:Q", title="training loss (cross-entropy, nats)"),
-            color=alt.Color("label_noise:O", title="label noise p"),
+    n_runs = frame["run_id"].nunique()
+    many = n_runs > MAX_LINES
+    x = {"title": "optimizer steps (updates)"}
+    y = {"title": "training loss (cross-entropy, nats)"}
+    color = alt.Color("label_noise:O", title="label noise p")
+    fields = ["run_id", "status", "step", "train_loss", "train_acc", "test_acc", *shown]
+
+    def make(rows):
+        lines = rows[list(dict.fromkeys([*fields, "label_noise", "corruption"]))]
+        if many:
+            lines = sample_groups(lines, ["run_id"], SAMPLE_LINES)
+        layers = [alt.Chart(lines).mark_line(opacity=0.45 if many else 0.8,
+                                             strokeWidth=1 if many else 2).encode(
+            x=alt.X("step:Q", **x), y=alt.Y("train_loss:Q", **y), color=color,
             strokeDash=alt.StrokeDash("corruption:N", title="input corruption"),
-            detail="run_id:N",
-            tooltip=tooltip,
-        )
-        .properties(width=width, height=height)
-    )
-    return alt.layer(lines, data=frame).facet(
-        facet=alt.Facet("panel:N", title=None, header=alt.Header(labelLimit=2 * width)),
-        columns=min(frame["panel"].nunique(), PANEL_COLUMNS),
-        title="Training loss while fitting (Zhang et al. Fig. 1a)")
+            detail="run_id:N", tooltip=tooltips(lines, fields))]
+        if many:
+            layers = band(rows, "step", "train_loss", ["label_noise", "corruption"], x, y,
+                          color) + layers
+        return alt.layer(*layers).properties(width=width, height=height)
+
+    title = "Training loss while fitting (Zhang et al. Fig. 1a)"
+    if many:
+        title = [title, f"{n_runs} networks: median and interquartile band over the networks "
+                        f"still training at each step; thin lines: a seeded sample of "
+                        f"{SAMPLE_LINES}; every curve in curves.csv"]
+    return panels(frame, "panel", make, min(frame["panel"].nunique(), PANEL_COLUMNS),
+                  title=title)
 
 
-def _noise_axis() -> alt.X:
-    return alt.X("label_noise:Q", scale=alt.Scale(domain=[0, 1]),
-                 title="label noise p (probability a training label is redrawn)")
+def _noise_axis() -> dict:
+    return {"scale": alt.Scale(domain=[0, 1]),
+            "title": "label noise p (probability a training label is redrawn)"}
 
 
 def _versus_noise(fits: pd.DataFrame, field: str, title: str, hyperparameters: list[str],
-                  width: int, height: int) -> alt.LayerChart:
-    """Points per network against label noise; lines join converged networks of one group."""
-    tooltip = tooltips(fits, ["run_id", "status", "steps", "seconds", "test_error",
-                              *varying(fits, hyperparameters)])
-    base = alt.Chart().encode(x=_noise_axis(), y=alt.Y(f"{field}:Q", title=title),
-                              color=alt.Color("corruption:N", title="input corruption"))
-    lines = (base.transform_filter(alt.datum.status == "converged")
-             .mark_line(opacity=0.7).encode(**_by_group(fits)))
-    points = base.mark_point(size=70, filled=True).encode(
-        shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"), tooltip=tooltip)
-    return alt.layer(lines, points).properties(width=width, height=height)
+                  width: int, height: int):
+    """Points per network against label noise; lines join converged networks of one group.
+    With more than MAX_POINTS networks: per corruption, the median (line) and the
+    interquartile range (bars) over the networks at each noise level, and a seeded sample
+    of MAX_POINTS networks' points."""
+    fields = ["run_id", "status", "steps", "seconds", "test_error",
+              *varying(fits, hyperparameters)]
+    frame = fits[list(dict.fromkeys([*fields, field, "label_noise", "corruption", "group",
+                                     "chance"]))]
+    x, y = _noise_axis(), {"title": title}
+    color = alt.Color("corruption:N", title="input corruption")
+    many = len(frame) > MAX_POINTS
+    shown = sample_rows(frame, MAX_POINTS)
+    points = alt.Chart(shown).mark_point(size=70 if not many else 30, filled=True,
+                                         opacity=0.9 if not many else 0.5).encode(
+        x=alt.X("label_noise:Q", **x), y=alt.Y(f"{field}:Q", **y), color=color,
+        shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
+        tooltip=tooltips(shown, fields))
+    if not many:
+        lines = alt.Chart(frame).transform_filter(alt.datum.status == "converged").mark_line(
+            opacity=0.7).encode(x=alt.X("label_noise:Q", **x), y=alt.Y(f"{field}:Q", **y),
+                                color=color, **_by_group(frame))
+        return alt.layer(lines, points).properties(width=width, height=height)
+    stats = alt.Chart(frame[["label_noise", "corruption", field]]).transform_aggregate(
+        median=f"median({field})", q1=f"q1({field})", q3=f"q3({field})", networks="count()",
+        groupby=["label_noise", "corruption"])
+    iqr = stats.mark_rule(strokeWidth=3, opacity=0.6).encode(
+        x=alt.X("label_noise:Q", **x), y=alt.Y("q1:Q", **y), y2="q3:Q", color=color)
+    median = stats.mark_line(strokeWidth=2.5).encode(
+        x=alt.X("label_noise:Q", **x), y=alt.Y("median:Q", **y), color=color,
+        tooltip=["corruption:N", "label_noise:Q", alt.Tooltip("median:Q", format=".4g"),
+                 alt.Tooltip("q1:Q", format=".4g"), alt.Tooltip("q3:Q", format=".4g"),
+                 "networks:Q"])
+    return alt.layer(iqr, median, points).properties(width=width, height=height)
+
+
+def _sampled_note(fits: pd.DataFrame) -> str:
+    return (f"; {len(fits)} networks: lines the median, bars the interquartile range, points a "
+            f"seeded sample of {MAX_POINTS}" if len(fits) > MAX_POINTS else "")
 
 
 def time_to_fit_chart(fits: pd.DataFrame, hyperparameters: list[str], width: int, height: int):
@@ -147,27 +179,29 @@ def time_to_fit_chart(fits: pd.DataFrame, hyperparameters: list[str], width: int
     Unconverged networks are drawn as triangles: their steps and seconds are the budget
     spent without reaching the target, a lower bound on the time to fit.
     """
-    panels = [
-        _facet(alt.layer(_versus_noise(fits, field, title, hyperparameters, width, height),
-                         data=fits), fits, column="dataset")
+    charts = [
+        panels(fits, "dataset", lambda rows, f=field, t=title: _versus_noise(
+            rows, f, t, hyperparameters, width, height))
         for field, title in (("steps", "optimizer steps to reach the target (updates)"),
                              ("seconds", "wall time to reach the target (s)"))
     ]
-    return alt.hconcat(*panels, title="Time to fit the training set (Zhang et al. Fig. 1b); "
-                                      "triangles: target not reached")
+    return alt.hconcat(*charts, title="Time to fit the training set (Zhang et al. Fig. 1b); "
+                                      "triangles: target not reached" + _sampled_note(fits))
 
 
 def test_error_chart(fits: pd.DataFrame, hyperparameters: list[str], width: int, height: int):
     """Zhang et al. Fig. 1c: test error (clean test labels) vs label noise, chance dashed."""
-    points = _versus_noise(fits, "test_error", "test error (fraction, clean test labels)",
-                           hyperparameters, width, height)
-    chance = alt.Chart().mark_rule(strokeDash=[5, 4], color="#555555").encode(
-        y="max(chance):Q", tooltip=[alt.Tooltip("max(chance):Q", title="chance 1 − 1/K",
-                                                format=".4g")])
-    chart = alt.layer(points, chance, data=fits,
-                      title="Test error vs label noise (Zhang et al. Fig. 1c); "
-                            "dashed: chance 1 − 1/K")
-    return _facet(chart, fits, column="dataset")
+    def make(rows):
+        points = _versus_noise(rows, "test_error", "test error (fraction, clean test labels)",
+                               hyperparameters, width, height)
+        chance = alt.Chart(pd.DataFrame({"chance": [float(rows["chance"].max())]})).mark_rule(
+            strokeDash=[5, 4], color="#555555").encode(
+            y="chance:Q", tooltip=[alt.Tooltip("chance:Q", title="chance 1 − 1/K", format=".4g")])
+        return alt.layer(points, chance)
+
+    return panels(fits, "dataset", make,
+                  title="Test error vs label noise (Zhang et al. Fig. 1c); dashed: chance "
+                        "1 − 1/K" + _sampled_note(fits))
 
 
 def pair_sides(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -189,15 +223,20 @@ def factor_chart(pairs: pd.DataFrame, tests: pd.DataFrame, titles: dict[str, lis
         return _message("No two-valued factor with matched pairs in this study "
                         "(see stats/paired.csv)")
     rows = []
+    n_pairs = 0
     for name in shown:
         sub = pairs[pairs["indicator"] == name]
+        n_pairs = max(n_pairs, sub.groupby("contrast").size().max())
         others = [c for c in sub.columns if c not in PAIR_COLUMNS]
         sides = pair_sides(sub)
         log = bool((sides["value"] > 0).all())
+        scale = log_scale(sides["value"]) if log else {}
+        # at most MAX_LINES pairs a contrast (a seeded sample), their own columns only
+        sides = sample_groups(sides, ["contrast", "pair"], MAX_LINES * sides["contrast"].nunique())
+        sides = sides[["contrast", "factor", "side", "level", "pair", "run_id", "value", *others]]
         slopes = alt.Chart(sides).mark_line(point=True, opacity=0.7).encode(
             x=alt.X("level:N", sort=alt.EncodingSortField("side"), title=None),
-            y=alt.Y("value:Q", title=titles.get(name, name),
-                    **(log_scale(sides["value"]) if log else {})),
+            y=alt.Y("value:Q", title=titles.get(name, name), **scale),
             detail="pair:N",
             color=alt.Color("factor:N", legend=None),
             tooltip=tooltips(sides, ["contrast", "level", "run_id", "value", *others]),
@@ -206,13 +245,20 @@ def factor_chart(pairs: pd.DataFrame, tests: pd.DataFrame, titles: dict[str, lis
         ).resolve_scale(x="independent")
         rows.append(alt.hconcat(slopes, _differences(sub, tests[tests["indicator"] == name],
                                                      name, height)))
-    return alt.vconcat(*rows, title="Matched pairs differing in one factor (Novak et al. §4.2): "
-                                    "lines join the two networks of a pair")
+    title = ("Matched pairs differing in one factor (Novak et al. §4.2): lines join the two "
+             "networks of a pair")
+    if n_pairs > MAX_LINES:
+        title = [title, f"up to {n_pairs} pairs a contrast: lines and dots a seeded sample of "
+                        f"{MAX_LINES} pairs each; medians and CIs over every pair "
+                        "(stats/pairs.csv, stats/paired.csv)"]
+    return alt.vconcat(*rows, title=title)
 
 
 def _differences(sub: pd.DataFrame, tests: pd.DataFrame, name: str, height: int):
     """Paired differences per contrast: one dot per pair, median with its bootstrap CI."""
-    diffs = sub.assign(diff=sub["value_b"] - sub["value_a"])
+    diffs = sub.assign(diff=sub["value_b"] - sub["value_a"], pair=np.arange(len(sub)))
+    diffs = sample_groups(diffs, ["contrast", "pair"], MAX_LINES * diffs["contrast"].nunique())
+    diffs = diffs[["contrast", "factor", "run_id_a", "run_id_b", "value_a", "value_b", "diff"]]
     x = alt.X("contrast:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=240))
     y_title = [f"paired difference of {name}", "(level_b − level_a; black: median, CI)"]
     dots = alt.Chart(diffs).mark_circle(size=45, opacity=0.6).encode(
@@ -229,71 +275,6 @@ def _differences(sub: pd.DataFrame, tests: pd.DataFrame, name: str, height: int)
                                   "p_adjusted"]))
     zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="zero:Q")
     return alt.layer(zero, dots, interval, median).properties(width=alt.Step(90), height=height)
-
-
-def indicators_vs_gap_chart(networks: pd.DataFrame, titles: dict[str, list[str]],
-                            hyperparameters: list[str], color_by: str, width: int, height: int,
-                            flags: pd.DataFrame | None = None):
-    """Novak et al. Fig. 4: each indicator vs the gap, one row per indicator and one panel
-    per dataset; the shape marks networks that missed the target. ``flags``
-    (stats.optimizer_flags, index run_id): for an indicator found by an optimizer, the
-    networks where it stopped short are hollow, and a panel with any says how many of its
-    networks converged in its title."""
-    if not titles:
-        return _message("The metrics store marks no indicator")
-    shown = varying(networks, hyperparameters)  # for the tooltips
-    rows = []
-    for name, title in titles.items():
-        log = bool((networks[name].dropna() > 0).all())
-        x_title = [*title[:-1], f"{title[-1]}{', log scale' if log else ''}"]
-        frame = networks
-        if flags is not None and name in flags:
-            states = networks["run_id"].astype(str).map(flags[name]).map(OPTIMIZER_STATES)
-            frame = networks.assign(optimizer=states.fillna(NOT_MEASURED))
-        panels = [_indicator_panel(frame[frame["dataset"] == dataset], name, x_title, log,
-                                   shown, color_by, width, height)
-                  for dataset in sorted(networks["dataset"].unique())]
-        rows.append(alt.hconcat(*panels))
-    return alt.vconcat(*rows, title="Indicators vs generalization gap, one panel per dataset "
-                                    "(Novak et al. Fig. 4)")
-
-
-def _panel_title(networks: pd.DataFrame) -> str | list[str]:
-    """The dataset, and lines with the optimizer's converged fraction when it is below 1
-    (over the panel's networks where it was measured)."""
-    title = str(networks["dataset"].iloc[0])
-    if "optimizer" not in networks:
-        return title
-    measured = networks["optimizer"][networks["optimizer"] != NOT_MEASURED]
-    n_converged = int((measured == OPTIMIZER_STATES[1.0]).sum())
-    if n_converged == len(measured):
-        return title
-    return [title, f"optimizer converged: {n_converged} of {len(measured)} "
-                   f"({n_converged / len(measured):.0%})", "hollow: stopped short"]
-
-
-def _indicator_panel(networks: pd.DataFrame, name: str, x_title: list[str], log: bool,
-                     shown: list[str], color_by: str, width: int, height: int):
-    """One dataset's networks: indicator ``name`` against the gap, its own x axis."""
-    color_type = "O" if pd.api.types.is_numeric_dtype(networks[color_by]) else "N"
-    x_scale = log_scale(networks[name]) if log else {"scale": alt.Scale(zero=False)}
-    color = alt.Color(f"{color_by}:{color_type}", title=color_by)
-    extra, fields = {}, ["run_id", "status", "gap", name, *shown]
-    if "optimizer" in networks:  # hollow where the optimizer stopped short: fill off, the
-        # outline in the network's colour
-        extra = {"stroke": alt.Stroke(f"{color_by}:{color_type}", legend=None),
-                 "fillOpacity": alt.condition(
-                     alt.datum.optimizer == OPTIMIZER_STATES[0.0], alt.value(0.0),
-                     alt.value(1.0))}
-        fields.insert(2, "optimizer")
-    return alt.Chart(networks, title=_panel_title(networks)).mark_point(
-        size=70, filled=True, opacity=0.8).encode(
-        x=alt.X(f"{name}:Q", title=x_title, **x_scale),
-        y=alt.Y("gap:Q", title="generalization gap (train acc − test acc, fraction)"),
-        color=color,
-        shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
-        tooltip=tooltips(networks, fields), **extra,
-    ).properties(width=width, height=height)
 
 
 def _message(text: str) -> alt.Chart:
@@ -326,24 +307,38 @@ def double_descent_chart(networks: pd.DataFrame, n_train: int, width: int, heigh
     table = double_descent_table(networks, n_train)
     table["line"] = ("noise " + table["label_noise"].astype(str) + ", depth "
                      + table["depth"].astype(str) + ", " + table["error"])
-    base = alt.Chart(table)
-    lines = base.mark_line(point=False).encode(
-        x=alt.X("n_parameters:Q", title="parameters (count, log scale)",
-                scale=alt.Scale(type="log")),
-        y=alt.Y("value:Q", title="error (fraction; test: clean labels)"),
-        color=alt.Color("line:N", title="label noise, depth, error"),
-        strokeDash=alt.StrokeDash("error:N", title="error",
-                                  scale=alt.Scale(domain=["test", "train"],
-                                                  range=[[1, 0], [4, 3]])))
-    points = base.mark_point(size=60, filled=True).encode(
-        x="n_parameters:Q", y="value:Q", color="line:N",
-        shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
-        tooltip=tooltips(table, ["run_id", "width", "depth", "n_parameters", "error", "value",
-                                 "status"]))
-    # One threshold per dataset: every row of a panel carries the same value.
-    rule = base.mark_rule(strokeDash=[6, 4], color="gray").encode(x="mean(threshold):Q")
-    label = base.mark_text(align="left", dx=4, color="gray").encode(
-        x="mean(threshold):Q", y=alt.value(10), text=alt.value("n_train x classes"))
-    layered = alt.layer(lines, points, rule, label).properties(width=width, height=height)
-    return layered.facet(column=alt.Column("dataset:N", title=None)).properties(
-        title="Model-wise double descent: error against parameters (Belkin et al. 2019)")
+    many = len(table) > 2 * MAX_POINTS
+    x = {"title": "parameters (count, log scale)", "scale": alt.Scale(type="log")}
+    y = {"title": "error (fraction; test: clean labels)"}
+    dashes = alt.StrokeDash("error:N", title="error", scale=alt.Scale(
+        domain=["test", "train"], range=[[1, 0], [4, 3]]))
+    fields = ["run_id", "width", "depth", "n_parameters", "error", "value", "status"]
+
+    def make(rows):
+        frame = rows[list(dict.fromkeys([*fields, "line", "threshold"]))]
+        base = alt.Chart(frame[["line", "error", "n_parameters", "value"]])
+        if many:  # the median over the networks of a line at each size
+            base = base.transform_aggregate(value="median(value)",
+                                            groupby=["line", "error", "n_parameters"])
+        lines = base.mark_line(point=False).encode(
+            x=alt.X("n_parameters:Q", **x), y=alt.Y("value:Q", **y),
+            color=alt.Color("line:N", title="label noise, depth, error"), strokeDash=dashes)
+        shown = sample_rows(frame, 2 * MAX_POINTS)
+        points = alt.Chart(shown).mark_point(size=60 if not many else 25, filled=True).encode(
+            x=alt.X("n_parameters:Q", **x), y=alt.Y("value:Q", **y), color="line:N",
+            shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
+            tooltip=tooltips(shown, fields))
+        # One threshold per dataset.
+        threshold = pd.DataFrame({"threshold": [float(frame["threshold"].mean())],
+                                  "text": ["n_train x classes"]})
+        rule = alt.Chart(threshold).mark_rule(strokeDash=[6, 4], color="gray").encode(
+            x="threshold:Q")
+        label = alt.Chart(threshold).mark_text(align="left", dx=4, color="gray").encode(
+            x="threshold:Q", y=alt.value(10), text="text:N")
+        return alt.layer(lines, points, rule, label).properties(width=width, height=height)
+
+    title = "Model-wise double descent: error against parameters (Belkin et al. 2019)"
+    if many:
+        title = [title, f"{networks['run_id'].nunique()} networks: lines the median of each "
+                        f"size, points a seeded sample of {2 * MAX_POINTS}"]
+    return panels(table, "dataset", make, title=title)

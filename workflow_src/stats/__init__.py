@@ -19,16 +19,53 @@ returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV 
 - ``ellipse_order``: do ellipse metrics order by kind of anchors as Novak et al. report.
 """
 
-from .correlation import correlations
-from .ellipse_order import kind_ordering
-from .granulated import granulated_kendall
-from .paired import (correct_multiple, factor_comparisons, factor_tests, matched_pairs,
-                     paired_factor_tests)
-from .per_point import per_point_misclassification
-from .regression import ols_gap_on_log_indicator
-from .scoring import conditional_mi_score, robust_sign_error
-from .summary import expected_signs, indicator_notes, optimizer_flags, scores, summary
-from .tables import converged, converged_runs, indicator_names, network_table
+import sys
+import types
+from importlib import import_module
+
+# Each name is imported from its module on first use (PEP 562), so a job imports only the
+# modules it calls: the figures read tables and summary without scipy.stats' correlation
+# code, statsmodels or scikit-learn, which take seconds to import.
+_MODULES = {
+    "correlations": "correlation",
+    "kind_ordering": "ellipse_order",
+    "granulated_kendall": "granulated",
+    **dict.fromkeys(["correct_multiple", "factor_comparisons", "factor_tests",
+                     "matched_pairs", "paired_factor_tests"], "paired"),
+    "per_point_misclassification": "per_point",
+    "ols_gap_on_log_indicator": "regression",
+    **dict.fromkeys(["conditional_mi_score", "robust_sign_error"], "scoring"),
+    **dict.fromkeys(["expected_signs", "indicator_notes", "optimizer_flags", "scores",
+                     "summary"], "summary"),
+    **dict.fromkeys(["converged", "converged_runs", "indicator_names", "network_table"],
+                    "tables"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_MODULES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_MODULES])
+
+
+class _Package(types.ModuleType):
+    """``stats.summary`` stays the function: importing the module ``summary`` would bind
+    the module to the package's attribute of that name (sys.modules keeps the module)."""
+
+    def __setattr__(self, name, value):
+        if name in _MODULES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "conditional_mi_score",
