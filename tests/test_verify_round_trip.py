@@ -33,6 +33,8 @@ CONFIG = {
     "shards": {"size": 4},
 }
 STUDY = Path("results/tiny")
+CORRELATIONS = f"{STUDY}/stats/correlations.csv"
+GRANULATED = f"{STUDY}/stats/granulated.csv"
 # 1 raw dataset + 2 subsets, the shard's record, its 4 members' train.json, its Jacobian,
 # bounds and snapshot stores, metrics.zarr and the seals of the 12 other study-level jobs.
 EXPECTED = 1 + 2 + 1 + 4 + 3 + 1 + 12
@@ -104,10 +106,9 @@ def first(workdir: Path, pattern: str) -> Path:
 
 def edit_a_value(path: Path) -> None:
     """As a spreadsheet saves it: one value changed, the file written anew."""
-    header, first, *rest = path.read_text().splitlines()
-    value = header.split(",").index("value")
-    cells = first.split(",")
-    cells[value] = "0.1234"
+    header, row, *rest = path.read_text().splitlines()
+    cells = row.split(",")
+    cells[header.split(",").index("value")] = "0.1234"
     path.write_text("\n".join([header, ",".join(cells), *rest]) + "\n")
 
 
@@ -152,6 +153,18 @@ def damage_file(workdir: Path, path: str, damage):
     return {("DAMAGED", workdir / path)}
 
 
+def damage_store_chunks(workdir: Path):
+    """A metric store's chunk deleted, a snapshot store's flipped."""
+    return (delete_a_chunk(workdir, "results/shards/*/jacobian-*.zarr")
+            | flip_a_chunk(workdir, "results/shards/*/snapshots-*.zarr"))
+
+
+def damage_tables(workdir: Path):
+    """The two tables summarize reads: a value of one edited, the other garbled."""
+    return (damage_file(workdir, CORRELATIONS, edit_a_value)
+            | damage_file(workdir, GRANULATED, garble))
+
+
 def remove_seal(workdir: Path, rule: str):
     """Outputs written before study outputs were sealed: no record vouches for them."""
     seal = workdir / STUDY / "seals" / f"{rule}.json"
@@ -164,11 +177,10 @@ class Case:
     damage: object  # (workdir, built) -> {(MISSING or DAMAGED, path)} verify must report
     jobs: tuple  # what the run after verify redoes, besides rule all
     retrains: tuple = ()  # members the run retrains (else it reuses all four)
-    refused: bool = False  # a plain run, before verify, must refuse the damaged file
-    study_level: bool = False  # verify's "next run" line then names every job redone
+    refused: tuple = ()  # files a plain run, before verify, must refuse, naming them
+    study_level: bool = False  # verify's "next run" lines then name every job redone
 
 
-CORRELATIONS = f"{STUDY}/stats/correlations.csv"
 CASES = {
     "raw_dataset": Case(lambda w, b: flip_a_chunk(w, "results/datasets/raw/digits.zarr"),
                         ("acquire", "corrupt", "corrupt", *SHARD_JOBS, *STUDY_JOBS)),
@@ -176,16 +188,13 @@ CASES = {
                     ("corrupt", *SHARD_JOBS, *STUDY_JOBS)),
     "member_files": Case(damage_members, (*SHARD_JOBS, *STUDY_JOBS), retrains=(0, 1, 2)),
     "shard_record": Case(lambda w, b: damage_shard_record(w), (*SHARD_JOBS, *STUDY_JOBS)),
-    "metric_store_chunk": Case(lambda w, b: delete_a_chunk(w, "results/shards/*/jacobian-*.zarr"),
-                               ("measure_jacobian", *STUDY_JOBS)),
-    "snapshot_store": Case(lambda w, b: flip_a_chunk(w, "results/shards/*/snapshots-*.zarr"),
-                           ("measure_snapshots", *STUDY_JOBS)),
+    "store_chunks": Case(lambda w, b: damage_store_chunks(w),
+                         ("measure_jacobian", "measure_snapshots", *STUDY_JOBS)),
     "metrics_zarr": Case(lambda w, b: delete_a_chunk(w, f"{STUDY}/metrics.zarr"),
                          ("aggregate", *METRICS_READERS), study_level=True),
-    "stats_csv_edited": Case(lambda w, b: damage_file(w, CORRELATIONS, edit_a_value),
-                             ("correlate", *CORRELATE_READERS), refused=True, study_level=True),
-    "stats_csv_garbage": Case(lambda w, b: damage_file(w, CORRELATIONS, garble),
-                              ("correlate", *CORRELATE_READERS), refused=True, study_level=True),
+    "stats_csvs": Case(lambda w, b: damage_tables(w),
+                       ("correlate", "granulate", *CORRELATE_READERS),
+                       refused=(CORRELATIONS, GRANULATED), study_level=True),
     "figure_png": Case(lambda w, b: damage_file(w, f"{STUDY}/figures/jacobian_vs_gap.png",
                                                  flip_first_byte),
                        ("plot_jacobian",), study_level=True),
@@ -233,12 +242,12 @@ def test_verify_then_one_run_repairs(built, tmp_path, name):
     shutil.copytree(built.workdir, workdir, symlinks=True)  # keeps every mtime
     damaged = {(kind, path.relative_to(workdir)) for kind, path in case.damage(workdir, built)}
 
-    if case.refused:
+    if case.refused:  # summarize, whose inputs are newer, reads them and refuses
         refused = snakemake(workdir, CONFIG)
         output = refused.stdout + refused.stderr
         assert refused.returncode != 0, output
-        assert f"{CORRELATIONS}: " in output and "snakemake verify" in output, output
-        assert "UnicodeDecodeError" not in output, output
+        assert all(f"  - {path}: " in output for path in case.refused), output
+        assert "snakemake verify" in output and "UnicodeDecodeError" not in output, output
         summary = STUDY / "stats/summary.csv"  # never rewritten from the damaged table
         assert not (workdir / summary).exists()  # (Snakemake removes a failed job's outputs)
 
@@ -252,7 +261,7 @@ def test_verify_then_one_run_repairs(built, tmp_path, name):
     expected_jobs = {rule: case.jobs.count(rule) for rule in case.jobs} | {"all": 1}
     assert planned_jobs(output) == expected_jobs, output
     if case.study_level:  # what verify said the next run would redo is what it redid
-        (promised,) = re.findall(r"next run: (.+)$", verify.stdout, re.MULTILINE)
+        promised = " ".join(re.findall(r"next run: (.+)$", verify.stdout, re.MULTILINE))
         assert set(re.findall(r"\w+", promised.replace("then what reads its outputs", ""))) \
             == set(case.jobs), promised
     if "train" in case.jobs:
