@@ -73,7 +73,7 @@ def test_full_preset_dry_runs(tmp_path, name):
     size = validate_config(copy.deepcopy(config))["shards"]["size"]
     assert jobs["train"] == len(plan_shards(runs, size))  # one job a shard (no GPU here)
     for rule in ("granulate", "regress", "paired", "summarize", "plot_training",
-                 "plot_factors", "plot_indicators_vs_gap"):
+                 "plot_metrics", "plot_summary"):
         assert jobs[rule] == 1
 
 

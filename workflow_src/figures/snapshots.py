@@ -64,7 +64,8 @@ def snapshots_chart(table: pd.DataFrame, indicators: list[str], hyperparameters:
                   base.mark_point(size=60, opacity=0.9, filled=False, strokeWidth=1.5
                                   ).transform_filter(f"!({reached})")]
         if many:
-            layers = band(rows.assign(all="all networks"), "step_used", "value", ["all"], x, y
+            # at each requested step (a network past its last step is its final network)
+            layers = band(rows.assign(all="all networks"), "step", "value", ["all"], x, y
                           ) + layers
         return alt.layer(*layers).properties(width=width, height=height, title=measure)
 

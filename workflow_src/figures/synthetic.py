@@ -74,6 +74,9 @@ def metrics_dataset(n_networks: int, n_indicators: int = 17, n_points: int = 100
                       (1 + 2 * (1 - correct)))
     for name in network:
         values = np.exp(2 * gap + rng.normal(0, 0.5, n)) * rng.uniform(1, 100)
+        if name == "n_parameters":  # a function of the architecture, as measured
+            values = (np.asarray(coords["width"][1]) ** 2 * np.asarray(coords["depth"][1])
+                      + 784 * np.asarray(coords["width"][1])).astype(float)
         data[name] = ("run", values if name != "margin" else 1 / values)
     if "bound_M" not in data:
         data["bound_M"] = ("run", rng.uniform(1, 50, n))
