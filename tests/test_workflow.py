@@ -157,8 +157,9 @@ def test_plot_option_reruns_only_plots(study):
     config = copy.deepcopy(TINY_CONFIG)
     config["plots"] = {"color_by": "depth"}
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
-    assert "plot_jacobian" in jobs
-    assert all(rule.startswith("plot_") for rule in set(jobs) - {"all"}), jobs
+    # only the figure job whose figures use plots.color_by (inside it, only those figures
+    # are drawn again: tests/test_indicator_figure.py)
+    assert set(jobs) - {"all"} == {"plot_metrics"}, jobs
 
 
 def test_one_metric_setting_recomputes_only_that_metric(study):
@@ -239,11 +240,12 @@ def test_every_indicator_is_measured_scored_and_drawn(tmp_path):
     scored = set(pd.read_csv(stats / "summary.csv")["indicator"])
     assert set(indicators) <= scored
     assert set(indicators) <= set(pd.read_csv(stats / "networks.csv").columns)
-    # A panel per indicator: its axis title (the figure's data would name every column).
+    # A panel per indicator, titled with its name (the figure's data hold only what it
+    # draws), and a row of the ranking
     figure = (tmp_path / "results/tiny/figures/indicators_vs_gap.html").read_text()
+    ranking = (tmp_path / "results/tiny/figures/indicator_ranking.html").read_text()
     for name in indicators:
-        title = f"mean test {name}" if ds[name].dims == ("run", "point") else f"{name} (per network)"
-        assert title in figure, name
+        assert f'"text":"{name}"' in figure and f'"{name}"' in ranking, name
 
 
 def test_missing_dataset_fails_clearly_and_keeps_results(study):
@@ -283,7 +285,8 @@ def test_report_embeds_every_figure_and_table(study):
     assert result.returncode == 0, result.stdout + result.stderr
     html = report.read_text()
     for name in ("jacobian_vs_gap.png", "ellipse_profile.png", "loss_bounds.png",
-                 "learning_curves.png", "indicators_vs_gap.png", "correlations.csv",
+                 "learning_curves.png", "indicators_vs_gap.png", "indicator_ranking.png",
+                 "correlations.csv",
                  "summary.csv", "granulated.csv", "ellipse_order.csv", "networks.csv",
                  "pairs.csv", "ols_summary.txt"):
         assert f"filename={name}" in html, name
