@@ -4,8 +4,8 @@ The demo grid of config.yaml (12 networks) repeated over 84 and 834 seeds gives 
 10,008 networks. For each, in a scratch directory, this runs `snakemake -n` as a user would
 and prints the number of planned jobs (per rule, and how many would reach `sbatch` under
 profiles/slurm: every job but the local ones), the dry run's wall time and its peak
-memory, against the goals of a 10,000-network study (at most 2,000 jobs, 30 s, 600 MB on
-the 2-core development machine). No dataset is needed: a dry run only plans.
+memory, against the goals of a 10,000-network study (at most 700 jobs, 10 s, 300 MB on
+the 2-core development machine; issue 19). No dataset is needed: a dry run only plans.
 
     .venv/bin/python benchmarks/bench_scale.py            # 1,008 and 10,008 networks
     .venv/bin/python benchmarks/bench_scale.py --quick    # 1,008 only
@@ -26,16 +26,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from workflow_src import registry  # noqa: E402
 from workflow_src.config import validate_config  # noqa: E402
 from workflow_src.runtable import build_run_table  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-GOALS = {"jobs": 2000, "seconds": 30.0, "peak_mb": 600.0}  # for the 10,008-network grid
+GOALS = {"jobs": 700, "seconds": 10.0, "peak_mb": 300.0}  # for the 10,008-network grid
 LOCAL_RULES = {"all", "verify"}  # run on the submit host, never submitted to SLURM
 
 def shard_rules(counts: dict) -> list[str]:
-    """The rules planned once per shard: train and every measure_* rule the study runs."""
-    return [rule for rule in counts if rule == "train" or rule.startswith("measure_")]
+    """The rules planned once per shard: train, measure (every metric of the shard) and
+    measure_snapshots when the study runs them."""
+    return [rule for rule in counts if rule == "train" or rule.startswith("measure")]
 
 # Peak resident memory of the one child it runs (RUSAGE_CHILDREN of a fresh process).
 PEAK = ("import resource, subprocess, sys; "
@@ -72,8 +74,11 @@ def dry_run(seeds: int, workdir: Path) -> dict:
     if result.returncode != 0:
         sys.exit(f"snakemake -n failed for {seeds} seeds; see {log}:\n{result.stderr}")
     counts = job_counts(log.read_text())
-    networks = len(build_run_table(validate_config(copy.deepcopy(study))))
+    validated = validate_config(copy.deepcopy(study))
+    networks = len(build_run_table(validated))
+    metrics = [m for m in registry.metrics() if registry.switched_on(m, validated)]
     return {"seeds": seeds, "networks": networks, "counts": counts, "seconds": seconds,
+            "metrics": metrics,
             "peak_mb": int(result.stdout.split()[-1]) / 1024,  # ru_maxrss is in KiB on Linux
             "submitted": counts["total"] - sum(counts.get(r, 0) for r in LOCAL_RULES)}
 
@@ -88,14 +93,18 @@ def report(row: dict) -> None:
           f"({counts.get('train', 0):,} shards of about "
           f"{row['networks'] / max(counts.get('train', 1), 1):.0f} networks)")
     # One job per network and metric, as before shards: per network a train job and one job
-    # per metric (the Jacobian's job writes two stores, the bounds' once had its own), plus
-    # the same study-level jobs.
+    # per metric the study measures, plus the same study-level jobs; and one job per shard
+    # and measuring rule, as before one measuring job per shard (issue 19).
     per_shard = shard_rules(counts)
-    jobs_per_network = len(per_shard) + ("measure_jacobian" in per_shard)
-    per_network_jobs = jobs_per_network * row["networks"] + (counts["total"] - sum(
-        counts[rule] for rule in per_shard))
+    study_level = counts["total"] - sum(counts[rule] for rule in per_shard)
+    per_network_jobs = (1 + len(row["metrics"])) * row["networks"] + study_level
+    rules = len(row["metrics"]) - ("bounds" in row["metrics"])  # the Jacobian's wrote both
+    per_metric_jobs = (1 + rules) * counts.get("train", 0) + study_level
+    print(f"  measured metrics:  {len(row['metrics'])} ({', '.join(row['metrics'])}), one "
+          f"measure job a shard")
     print(f"  one job per network and metric would plan {per_network_jobs:,}: "
-          f"{per_network_jobs / counts['total']:.1f}x the jobs")
+          f"{per_network_jobs / counts['total']:.1f}x the jobs; one job per shard and metric "
+          f"{per_metric_jobs:,}")
     print(f"  snakemake -n:      {row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB")
     if row["networks"] >= 10_000:
         print(f"  against the goals: jobs {counts['total'] / GOALS['jobs']:.1f}x of "

@@ -1,5 +1,7 @@
-# Stage 5: every run of the study into one labelled store, results/<study>/metrics.zarr.
-METRICS_TO_AGGREGATE = [m for m in ALL_METRICS if ENABLED[m]]
+# Stage 5: every run of the study into one labelled store, results/<study>/metrics.zarr. Its
+# inputs are the shards' records: the training record (the members' summaries) and the
+# measure record, which vouches for each of the shard's stores (listed in params, read in
+# MEASURED's order, the Jacobian's first).
 
 
 rule aggregate:
@@ -7,11 +9,11 @@ rule aggregate:
         metrics=directory(f"{STUDY_DIR}/metrics.zarr"),
     input:
         records=[shard_record(shard) for shard in SHARDS],
-        stores=[metric_store(m, shard) for shard in SHARDS for m in METRICS_TO_AGGREGATE],
-        code=package_files("aggregate", "runtable", "integrity"),
+        measured=[measure_record(shard) for shard in SHARDS],
+        code=package_files("aggregate", "registry", "runtable", "integrity"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
-        metrics_per_shard=len(METRICS_TO_AGGREGATE),
+        stores=[[metric_store(m, shard) for m in MEASURED] for shard in SHARDS],
     log:
         f"{STUDY_DIR}/logs/aggregate.log",
     conda:

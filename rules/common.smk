@@ -1,13 +1,15 @@
 # The run table and the paths every stage shares. Kept small: the logic is in workflow_src.
+import math
 import shutil
 
+from workflow_src import registry
+from workflow_src.config import ConfigError
 from workflow_src.figures.common import outputs as figure_files
 from workflow_src.runtable import build_run_table, stable_hash
 from workflow_src.shards import plan_shards
 
 RUNS = build_run_table(config)
 STUDY_DIR = f"results/{config['study']}"
-N_POINTS = min(config["measure"]["n_points"], config["data"]["n_test"])
 # Each stage appends the files it delivers; `rule all` (Snakefile) asks for all of them.
 TARGETS = []
 ENV_TORCH = "../envs/torch.yaml"
@@ -20,7 +22,7 @@ GPU = int(
 
 
 # Stages 3-4 work on shards of networks (workflow_src/shards.py): one job trains a shard,
-# one job per metric measures it. Membership depends only on the run table and shards.size.
+# one job measures it. Membership depends only on the run table and shards.size.
 SHARDS = plan_shards(RUNS, config["shards"]["size"], "cuda" if GPU else "cpu")
 STACK = config["shards"]["stack"] is True or (config["shards"]["stack"] == "auto" and bool(GPU))
 
@@ -57,46 +59,52 @@ def package_files(*modules):
     return [os.path.relpath(f"{workflow.basedir}/workflow_src/{m}.py") for m in modules]
 
 
-# Stage 4: one store per metric and shard, named by a hash of that metric's settings, so
-# changing one metric's settings re-runs only that metric and two studies with different
-# settings never overwrite each other.
-MEASURE = config["measure"]
-METRIC_SETTINGS = {
-    "jacobian": {"n_points": N_POINTS},
-    "translation": {"n_points": min(MEASURE["transitions"]["n_points"], N_POINTS),
-                    "k_sampled": MEASURE["transitions"]["k_sampled"],
-                    "jacobian_positions": MEASURE["transitions"]["jacobian_positions"],
-                    # only when on: the translation stores of studies without CNN walks
-                    # keep their names
-                    **({"exact_cnn": True} if MEASURE["transitions"]["exact_cnn"] else {})},
-    "ellipses": dict(MEASURE["ellipses"]),
-    "bounds": {"n_points": N_POINTS},
-}
-# The indicators beyond Novak's (README "Indicators"), each measured by its own rule:
-# each switched by its `enabled` key, which is not part of the settings (switching a metric
-# off and on again finds its stores).
-INDICATOR_METRICS = ("norms", "critical", "hessian", "sharpness", "pac_bayes", "ntk")
-# Every metric store, in the order aggregate reads a shard's (the Jacobian's first).
-ALL_METRICS = ("jacobian", "translation", "ellipses", "bounds", *INDICATOR_METRICS)
-for _metric in INDICATOR_METRICS:
-    METRIC_SETTINGS[_metric] = {k: v for k, v in MEASURE[_metric].items() if k != "enabled"}
-METRIC_SETTINGS["critical"]["n_points"] = min(MEASURE["critical"]["n_points"], N_POINTS)
-METRIC_SETTINGS["hessian"]["n_points"] = min(MEASURE["hessian"]["n_points"], config["data"]["n_train"])
-METRIC_SETTINGS["ntk"]["n_points"] = min(MEASURE["ntk"]["n_points"], config["data"]["n_train"])
-METRIC_SETTINGS["ntk"]["n_test_points"] = min(MEASURE["ntk"]["n_test_points"], config["data"]["n_test"])
-# Keskar's sharpness without restarts (the default) is the single run from z = 0 it always
-# was: the setting enters the store's name only when used, so earlier stores keep theirs.
-if not METRIC_SETTINGS["sharpness"].get("restarts"):
-    METRIC_SETTINGS["sharpness"].pop("restarts", None)
-ENABLED = {"jacobian": True, "bounds": True,
-           "translation": METRIC_SETTINGS["translation"]["n_points"] > 0,
-           "ellipses": MEASURE["ellipses"]["per_kind"] > 0,
-           **{m: MEASURE[m]["enabled"] for m in INDICATOR_METRICS}}
+# Stage 4: one job per shard measures every enabled metric (rules/measure.smk), each into its
+# own store named by a hash of that metric's settings, so changing one metric's settings
+# re-measures only that metric and two studies with different settings never overwrite each
+# other. What each metric is, its settings and its switch: its module in workflow_src/measures/,
+# read by workflow_src/registry.py without importing torch.
+METRICS = registry.metrics()  # name -> its declaration, in measuring order
+# Every metric, in the order the job measures them and aggregate reads a shard's stores (the
+# Jacobian's first).
+ALL_METRICS = tuple(METRICS)
+# The indicators beyond Novak's (README "Indicators"), each switched by its `enabled` key,
+# which is not part of the settings (switching a metric off and on again finds its stores).
+INDICATOR_METRICS = tuple(m for m in ALL_METRICS if METRICS[m].switch == "enabled")
+METRIC_SETTINGS = {m: registry.settings(m, config) for m in ALL_METRICS}
+ENABLED = {m: registry.switched_on(m, config) for m in ALL_METRICS}
+# The metrics the measuring job measures (ENABLED, in order); a metric another reads is on.
+MEASURED = [m for m in ALL_METRICS if ENABLED[m]]
+for _metric in MEASURED:
+    _off = [need for need in METRICS[_metric].metric_needs if not ENABLED[need]]
+    if _off:
+        raise ConfigError(f"metric {_metric} reads the results of {_off}, which the study "
+                          "switches off; switch them on")
 
 
 def metric_store(metric, shard="{shard}"):
     """results/shards/<shard>/<metric>-<hash of its settings>.zarr"""
-    return f"results/shards/{shard}/{metric}-{stable_hash(METRIC_SETTINGS[metric], 8)}.zarr"
+    return f"results/shards/{shard}/{registry.store_name(metric, METRIC_SETTINGS[metric])}"
+
+
+def measure_record(shard="{shard}"):
+    """results/shards/<shard>/measured-<hash of the measured stores' names>.json: written last
+    by the shard's measuring job, it vouches for each store of MEASURED."""
+    names = sorted(os.path.basename(metric_store(m)) for m in MEASURED)
+    return f"results/shards/{shard}/measured-{stable_hash(names, 8)}.json"
+
+
+MEASURE_CODE = sorted({module for m in MEASURED for module in registry.code_modules(m)})
+
+
+def measure_minutes(wildcards, attempt):
+    """SLURM runtime (minutes) of a shard's measuring job: each enabled metric's cost (seconds
+    per network of the default study) times the shard's networks, ten times over for networks
+    larger than the default study's and for a loaded node, plus 10 minutes for start-up and
+    reading; doubled on each retry. Raise it for large networks with
+    --set-resources measure:runtime=MINUTES."""
+    seconds = sum(METRICS[m].cost for m in MEASURED) * len(SHARDS[wildcards.shard])
+    return attempt * (10 + math.ceil(10 * seconds / 60))
 
 
 def shard_inputs(wildcards):

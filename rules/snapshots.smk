@@ -9,14 +9,11 @@ SNAPSHOTS = config["measure"]["snapshots"]
 # In the order they are measured (that of ALL_METRICS: the bounds after the Jacobian).
 SNAPSHOT_METRICS = [m for m in ALL_METRICS if m in SNAPSHOTS["metrics"]]
 SNAPSHOT_SETTINGS = {"steps": sorted(set(SNAPSHOTS["steps"])),
-                     "metrics": {m: METRIC_SETTINGS[m] for m in SNAPSHOT_METRICS}}
+                     "metrics": {m: registry.hashed_settings(m, METRIC_SETTINGS[m])
+                                 for m in SNAPSHOT_METRICS}}
 SNAPSHOT_STORE = f"results/shards/{{shard}}/snapshots-{stable_hash(SNAPSHOT_SETTINGS, 8)}.zarr"
-SNAPSHOT_CODE = {"jacobian": ["metrics/jacobian", "metrics/per_run"],
-                 "bounds": ["metrics/bounds"], "norms": ["metrics/norms"],
-                 "critical": ["metrics/critical"], "hessian": ["metrics/hessian"],
-                 "sharpness": ["metrics/sharpness", "metrics/jacobian"],
-                 "pac_bayes": ["metrics/pac_bayes", "metrics/sharpness", "metrics/jacobian"],
-                 "ntk": ["metrics/ntk"]}
+# The modules each snapshot metric's results depend on (its declaration's code).
+SNAPSHOT_CODE = {m: registry.code_modules(m) for m in ALL_METRICS if METRICS[m].snapshots}
 SNAPSHOT_CATEGORY = "Metrics along training"
 SNAPSHOT_FIGURE = figure_outputs("snapshots", category=SNAPSHOT_CATEGORY)
 
@@ -26,11 +23,12 @@ rule measure_snapshots:
         snapshots=directory(SNAPSHOT_STORE),
     input:
         unpack(shard_inputs),
-        code=package_files("snapshots", "measure_shard", "train", "models", "checkpoints",
+        code=package_files("snapshots", "measure_shard", "registry", "train", "models",
+                           "checkpoints",
                            *sorted({f for m in SNAPSHOT_METRICS for f in SNAPSHOT_CODE[m]})),
     params:
         steps=SNAPSHOT_SETTINGS["steps"],
-        metrics=SNAPSHOT_SETTINGS["metrics"],
+        metrics={m: METRIC_SETTINGS[m] for m in SNAPSHOT_METRICS},
         runs=shard_runs,
     log:
         "results/logs/measure_snapshots/{shard}.log",
@@ -51,7 +49,7 @@ rule plot_snapshots:
         seal=study_seal("plot_snapshots"),
     input:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
-        code=package_files("snapshots", "aggregate", "integrity", "figures/common",
+        code=package_files("snapshots", "aggregate", "registry", "integrity", "figures/common",
                            "figures/theme", "figures/studies", "figures/snapshots"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},

@@ -7,18 +7,14 @@ from snakemake.io import is_flagged
 from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 
 
-def measure_rule_of(metric):
-    """The name of the rule that writes ``metric``'s store (its output named ``metric``)."""
-    jobs = ("jacobian", "translation", "ellipses", *INDICATOR_METRICS)
-    return next(f"measure_{job}" for job in jobs
-                if metric in getattr(rules, f"measure_{job}").output.keys())
-
-
-def written_with(metric):
-    """The metrics whose stores the job that writes ``metric``'s store also writes (the
-    Jacobian's job writes the bounds'): a damaged one is rebuilt with all of them."""
-    writer = getattr(rules, measure_rule_of(metric))
-    return [m for m in writer.output.keys() if ENABLED[m]]
+def computed_from(metric):
+    """``metric`` and every measured metric that reads its results (the bounds read the
+    Jacobian's), in order: a damaged store is measured again with them."""
+    found = [metric]
+    for other in MEASURED:
+        if any(need in found for need in METRICS[other].metric_needs) and other not in found:
+            found.append(other)
+    return found
 
 
 def networks_of(data_ids):
@@ -41,9 +37,10 @@ def snapshot_stores(shard):
 
 
 def measured_from(shard):
-    """The shard's record and what is measured from its members: its stores."""
-    return [shard_record(shard), *(metric_store(m, shard) for m in METRICS_TO_AGGREGATE),
-            *snapshot_stores(shard)]
+    """The shard's record and what is measured from its members: its measure record, its
+    stores."""
+    return [shard_record(shard), measure_record(shard),
+            *(metric_store(m, shard) for m in MEASURED), *snapshot_stores(shard)]
 
 
 def shard_jobs_on(data_ids):
@@ -76,28 +73,32 @@ def dataset_outputs():
 
 def shard_outputs(shard):
     """The shard's record, each member's train.json (which vouches for its model.pt and
-    curve.csv), and the shard's metric stores. A damaged member takes the shard's record and
-    stores with it; the next run retrains that member only (intact members are reused,
-    workflow_src/train_shard.py) and re-measures the shard."""
-    record, *stores = measured_from(shard)
-    metric_stores = {m: metric_store(m, shard) for m in METRICS_TO_AGGREGATE}
-    measure_again = ", ".join(sorted({measure_rule_of(m) for m in metric_stores}))
+    curve.csv), the shard's measure record and its metric stores. A damaged member takes the
+    shard's record, measure record and stores with it; the next run retrains that member
+    only (intact members are reused, workflow_src/train_shard.py) and re-measures the shard.
+    A damaged store takes the measure record (and the stores computed from it): the next
+    run's measure job re-measures those and reuses the shard's other stores."""
+    record, measured, *stores = measured_from(shard)
     entries = [{"output": record, "required": ["shard", "members"],
-                "removes": [record, *stores],
-                "rebuilds": f"train shard {shard} (intact members are reused), then "
-                            f"{measure_again} of it"}]
+                "removes": [record, measured, *stores],
+                "rebuilds": f"train shard {shard} (intact members are reused), then measure "
+                            "of it"}]
     for run_id in SHARDS[shard]:
         folder = f"results/runs/{run_id}"
         entries.append({
             "output": f"{folder}/train.json", "required": list(TRAIN_SUMMARY_KEYS),
             "removes": [f"{folder}/model.pt", f"{folder}/curve.csv", f"{folder}/train.json",
-                        record, *stores],
-            "rebuilds": f"network {run_id} retrains in shard {shard}, then {measure_again} "
-                        "of the shard"})
-    entries += [{"output": store,
-                 "removes": [metric_store(m, shard) for m in written_with(metric)],
-                 "rebuilds": f"{measure_rule_of(metric)} of shard {shard}"}
-                for metric, store in metric_stores.items()]
+                        record, measured, *stores],
+            "rebuilds": f"network {run_id} retrains in shard {shard}, then measure of the "
+                        "shard"})
+    entries.append({"output": measured, "required": ["shard", "stores"], "removes": [measured],
+                    "rebuilds": f"measure of shard {shard}, which reuses its intact stores"})
+    for metric in MEASURED:
+        again = computed_from(metric)
+        entries.append({"output": metric_store(metric, shard),
+                        "removes": [*(metric_store(m, shard) for m in again), measured],
+                        "rebuilds": f"measure of shard {shard} measures {', '.join(again)} "
+                                    "again and reuses its other stores"})
     entries += [{"output": store, "removes": [store],
                  "rebuilds": f"measure_snapshots of shard {shard}"}
                 for store in snapshot_stores(shard)]

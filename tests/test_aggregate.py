@@ -127,11 +127,14 @@ def test_shards_are_put_in_the_order_of_the_run_table():
 
 
 def test_expected_signs_agree_with_the_metric_modules():
-    """aggregate.py states the signs itself (its environment has no PyTorch); they must be
-    the ones each metric module states and argues."""
-    from workflow_src.aggregate import INDICATORS, expected_sign
+    """aggregate.py reads the signs from the metrics' declarations (workflow_src/measures/,
+    read without PyTorch: its environment has none); they must be the ones each metric
+    module states and argues."""
+    from workflow_src.aggregate import expected_sign
     from workflow_src.metrics import norms, ntk, pac_bayes
+    from workflow_src.registry import indicators
 
+    INDICATORS = indicators()
     for module in (norms, pac_bayes, ntk):
         for name, sign in module.EXPECTED_SIGN.items():
             if name in INDICATORS:
@@ -149,16 +152,21 @@ def test_expected_signs_agree_with_the_metric_modules():
 
 
 def test_convergence_variables_agree_with_the_metric_modules():
-    """aggregate.py names each optimizer's convergence variable itself (no PyTorch in its
-    environment); they must be the ones the metric modules write and name."""
-    from workflow_src.aggregate import CONVERGED_BY, INDICATORS, converged_by
+    """aggregate.py reads each optimizer's convergence variable from the metrics'
+    declarations (no PyTorch in its environment); they must be the ones the metric modules
+    write and name."""
+    from workflow_src import registry
+    from workflow_src.aggregate import converged_by
     from workflow_src.metrics import hessian, pac_bayes, sharpness
 
+    INDICATORS = registry.indicators()
     for module in (hessian, pac_bayes):
         for name, flag in module.CONVERGED_BY.items():
             assert name in INDICATORS and converged_by(name) == flag, name
-    assert set(CONVERGED_BY) == set(hessian.CONVERGED_BY) | set(pac_bayes.CONVERGED_BY)
-    for name, flag in sharpness.CONVERGED_BY.items():  # measure_shard adds _eps<ε> to both
+    declared = {name for m in registry.metrics().values() for name, v in m.variables.items()
+                if "converged_by" in v and not name.endswith("*")}
+    assert declared == set(hessian.CONVERGED_BY) | set(pac_bayes.CONVERGED_BY)
+    for name, flag in sharpness.CONVERGED_BY.items():  # the measure adds _eps<ε> to both
         assert converged_by(f"{name}_eps0p001") == f"{flag}_eps0p001"
     assert converged_by("hessian_trace") is None and converged_by("margin") is None
 

@@ -142,5 +142,5 @@ def test_every_rule_imports_resolve_in_its_env(env_name):
 def test_rule_env_parser_sees_every_rule():
     """The parser above finds the rules that run scripts, each in a known env."""
     rules = {rule for pairs in RULE_ENVS.values() for rule, _ in pairs}
-    assert {"train", "measure_jacobian", "aggregate", "plot_bounds", "correlate"} <= rules
+    assert {"train", "measure", "aggregate", "plot_metrics", "correlate"} <= rules
     assert all(path.is_file() for pairs in RULE_ENVS.values() for _, path in pairs)

@@ -461,6 +461,7 @@ def test_metrics_with_restarts_are_the_best_over_runs_and_say_by_how_much():
 
 def test_measure_shard_passes_restarts_and_flattens_the_status_per_epsilon():
     from workflow_src import measure_shard
+    from workflow_src.measures import sharpness as declared
 
     model = _trained_net(seed=2, steps=20)
     x, y = _data()
@@ -471,7 +472,7 @@ def test_measure_shard_passes_restarts_and_flattens_the_status_per_epsilon():
     kw = dict(epsilons=(1e-3, 5e-4), subspace_dim=10, max_iterations=3, seed=1)
     for restarts in (None, 2):  # None: a settings dict from before the key existed
         given = settings if restarts is None else {**settings, "restarts": restarts}
-        out = measure_shard.sharpness(model, data, given, job)
+        out = declared.measure(model, data, given, job)
         alone = S.sharpness_metrics(model, x, y, restarts=restarts or 0, **kw)
         for name in alone.data_vars:
             for eps, suffix in ((1e-3, "eps0p001"), (5e-4, "eps0p0005")):

@@ -1,8 +1,9 @@
 """The metric stores' and the snapshot store's names (rules/common.smk METRIC_SETTINGS and
-metric_store, rules/snapshots.smk SNAPSHOT_SETTINGS): each setting of a metric renames that
-metric's store and no other; an `enabled` switch, the key order and bookkeeping settings
-rename none. The rule files' own top-level Python is run here on a config (their Snakemake
-blocks left out), and one dry run checks that Snakemake plans exactly those names."""
+metric_store, from each metric's declaration in workflow_src/measures/; rules/snapshots.smk
+SNAPSHOT_SETTINGS): each setting of a metric renames that metric's store and no other; an
+`enabled` switch, the key order and bookkeeping settings rename none. The rule files' own
+top-level Python is run here on a config (their Snakemake blocks left out), and one dry run
+checks that Snakemake plans the measure records and snapshot stores of those names."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from types import SimpleNamespace
 import pytest
 from workflow_helpers import REPO, TINY_CONFIG, snakemake
 
+from workflow_src import registry
 from workflow_src.config import load_schema, validate_config
 from workflow_src.runtable import stable_hash
 
-METRICS = ("jacobian", "translation", "ellipses", "bounds", "norms", "critical", "hessian",
-           "sharpness", "pac_bayes", "ntk")
-SECTION = {"translation": "transitions"}  # the measure.<section> of each metric's settings
+METRICS = tuple(registry.metrics())
+# the measure.<section> of each metric's settings (jacobian and bounds have none)
+SECTION = {m: d.section for m, d in registry.metrics().items() if d.section}
 SNAKEMAKE_BLOCK = re.compile(r"^(rule|checkpoint) \w+\s*:|^(wildcard_constraints|localrules"
                              r"|ruleorder|report|include|envvars)\s*:")
 
@@ -79,19 +81,17 @@ def other_value(value):
     raise TypeError(value)
 
 
-# Settings the schema documents as having no effect on results.
-BOOKKEEPING = [("ntk", "chunk_size")]
-NTK_CHUNK_BUG = ("measure.ntk.chunk_size ('no effect on results', per the schema) is hashed "
-                 "into the NTK store's name (rules/common.smk), so changing it re-measures "
-                 "every network's NTK")
+# Settings the schema documents as having no effect on results (hash: "default").
+BOOKKEEPING = [(m, key) for m, d in registry.metrics().items()
+               for key, setting in d.settings.items() if setting.get("hash") == "default"]
 
 
 def settings_fields():
     """(metric, setting) for every setting the schema gives each metric but `enabled` and
     the bookkeeping ones."""
     measure = load_schema()["properties"]["measure"]["properties"]
-    return [(metric, key) for metric in METRICS if metric not in ("jacobian", "bounds")
-            for key in measure[SECTION.get(metric, metric)]["properties"]
+    return [(metric, key) for metric in SECTION
+            for key in measure[SECTION[metric]]["properties"]
             if key != "enabled" and (metric, key) not in BOOKKEEPING]
 
 
@@ -107,7 +107,7 @@ def changed_stores(**measure_changes) -> set[str]:
 @pytest.mark.parametrize("metric, key", settings_fields(),
                          ids=[f"{metric}.{key}" for metric, key in settings_fields()])
 def test_each_setting_of_a_metric_renames_that_metrics_store_only(metric, key):
-    section = SECTION.get(metric, metric)
+    section = SECTION[metric]
     value = base_config()["measure"][section][key]
     changed = changed_stores(**{f"{section}__{key}": other_value(value)})
     # the snapshot store holds the settings of the metrics it measures (default: critical)
@@ -118,24 +118,24 @@ def test_the_number_of_test_points_renames_the_stores_that_read_them():
     assert changed_stores(n_points=250) == {"jacobian", "bounds", "snapshots"}
 
 
-SWITCHED = ("norms", "critical", "hessian", "sharpness", "pac_bayes", "ntk")
+SWITCHED = tuple(m for m, d in registry.metrics().items() if d.switch == "enabled")
 
 
 @pytest.mark.parametrize("metric", SWITCHED)
 def test_switching_a_metric_on_or_off_renames_no_store(metric):
+    assert SWITCHED[:6] == ("norms", "critical", "hessian", "sharpness", "pac_bayes", "ntk")
     assert SWITCHED == rule_file_globals(base_config(), "common.smk")["INDICATOR_METRICS"]
     assert changed_stores(**{f"{metric}__enabled": not base_config()["measure"][metric]
                              ["enabled"]}) == set()
 
 
-@pytest.mark.parametrize("metric", [m for m in METRICS if m not in ("jacobian", "bounds")])
+@pytest.mark.parametrize("metric", list(SECTION))
 def test_the_order_of_a_metrics_settings_renames_no_store(metric):
-    section = SECTION.get(metric, metric)
+    section = SECTION[metric]
     settings = base_config()["measure"][section]
     assert changed_stores(**{section: dict(reversed(list(settings.items())))}) == set()
 
 
-@pytest.mark.xfail(strict=True, reason=NTK_CHUNK_BUG)
 @pytest.mark.parametrize("metric, key", BOOKKEEPING)
 def test_a_metric_setting_without_effect_on_results_renames_no_store(metric, key):
     value = base_config()["measure"][metric][key]
@@ -177,18 +177,21 @@ def test_the_snapshot_store_is_named_by_its_steps_and_metrics(change, renamed):
 
 @pytest.mark.workflow
 def test_snakemake_plans_the_stores_named_here(tmp_path):
-    """A dry run of a study with every metric on plans exactly these stores' paths."""
+    """A dry run of a study with every metric on plans the measure records named by exactly
+    these stores' names (the stores themselves are not outputs) and these snapshot stores."""
     config = copy.deepcopy(TINY_CONFIG)
     config["measure"] = {**copy.deepcopy(TINY_CONFIG["measure"]),
-                         **{m: {"enabled": True} for m in METRICS[4:]},
+                         **{m: {"enabled": True} for m in SWITCHED},
                          "snapshots": {"enabled": True, "metrics": ["critical", "jacobian"]}}
     result = snakemake(tmp_path, config, "-n")
     assert result.returncode == 0, result.stdout + result.stderr
-    planned = set(re.findall(r"results/shards/[0-9a-f]{12}/\w+-[0-9a-f]{8}\.zarr",
+    planned = set(re.findall(r"results/shards/[0-9a-f]{12}/\w+-[0-9a-f]{8}\.(?:zarr|json)",
                              result.stdout))
     found = rule_file_globals(validate_config(copy.deepcopy(config)), "common.smk",
                               "snapshots.smk")
-    expected = {found["metric_store"](metric, shard) for metric in METRICS
+    names = sorted(found["metric_store"](m, "s").rsplit("/", 1)[1] for m in METRICS)
+    expected = {f"results/shards/{shard}/measured-{stable_hash(names, 8)}.json"
                 for shard in found["SHARDS"]}
     expected |= {found["SNAPSHOT_STORE"].format(shard=shard) for shard in found["SHARDS"]}
-    assert planned == expected and len(expected) == 2 * 11
+    assert found["MEASURED"] == list(METRICS)
+    assert planned == expected and len(expected) == 2 * 2

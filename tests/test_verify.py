@@ -19,8 +19,7 @@ from workflow_src.adapter import TRAIN_SUMMARY_KEYS
 pytestmark = pytest.mark.workflow
 
 STATS = "results/tiny/stats/correlations.csv"
-PER_SHARD_RULES = ("train", "measure_jacobian", "measure_translation", "measure_ellipses",
-                   "measure_norms")
+PER_SHARD_RULES = ("train", "measure")
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +54,11 @@ def content_files(directory):
 
 
 def shard_and_run_outputs(workdir) -> set[str]:
-    """Every shard record, metric store and network file present, relative to workdir."""
+    """Every shard record, measure record, metric store and network file present, relative
+    to workdir."""
     results = workdir / "results"
-    paths = [*results.glob("shards/*/train.json"), *results.glob("shards/*/*.zarr"),
-             *results.glob("runs/*/*")]
+    paths = [*results.glob("shards/*/train.json"), *results.glob("shards/*/measured-*.json"),
+             *results.glob("shards/*/*.zarr"), *results.glob("runs/*/*")]
     return {str(path.relative_to(workdir)) for path in paths}
 
 
@@ -116,11 +116,14 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     # Snakemake itself re-runs a job whose declared output is missing when asked to run).
     gone = store(workdir, shard_b, "bounds")
     shutil.rmtree(gone)
-    # Removed: what each damaged output's rule writes (A's jacobian takes A's intact bounds
-    # with it) and, for the damaged member, its files, B's record and all of B's stores.
-    # Kept: A's record, members, ellipses and norms stores; B's intact member.
+    # Removed: each damaged store with the stores computed from it (A's jacobian takes A's
+    # intact bounds with it) and its shard's measure record; for the damaged member, its
+    # files, B's record, measure record and all of B's stores. Kept: A's record, members,
+    # ellipses and norms stores; B's intact member.
     removed = {str(store(workdir, shard_a, m).relative_to(workdir))
                for m in ("jacobian", "bounds", "translation")}
+    removed |= {str(p.relative_to(workdir)) for shard in (shard_a, shard_b)
+                for p in (workdir / "results/shards" / shard).glob("measured-*.json")}
     removed |= {str(store(workdir, shard_b, m).relative_to(workdir))
                 for m in ("jacobian", "translation", "ellipses", "norms")}
     removed |= {f"results/shards/{shard_b}/train.json",
@@ -131,24 +134,28 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     report = verify.stdout
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # Expected outputs: 3 datasets (1 raw + 2 corrupted) + per shard its record, its 2
-    # members' train.json and its 5 stores (the norms' included: on by default)
-    # = 3 + 2 * 8 = 19, and the seals of the 12 study-level jobs besides the aggregate (no
-    # metrics.zarr: the failed forced aggregate removed it, and verify checks it only where
-    # it exists) = 31. Damaged: A's jacobian (chunk) and translation (variable); B's
-    # damaged member's train.json (its model.pt), bounds (gone) and ellipses (flipped
-    # byte) = 5. OK: the datasets, both records (B's vouches only for its members'
-    # train.json, which are intact), A's members, B's intact member, A's bounds and
-    # ellipses, B's jacobian and translation, both shards' norms = 14, and the 12 seals.
-    assert "verify: 26 of 31 expected outputs OK" in report, report
+    # members' train.json, its measure record and its 5 stores (the norms' included: on by
+    # default) = 3 + 2 * 9 = 21, and the seals of the 12 study-level jobs besides the
+    # aggregate (no metrics.zarr: the failed forced aggregate removed it, and verify checks
+    # it only where it exists) = 33. Damaged: A's jacobian (chunk) and translation
+    # (variable); B's damaged member's train.json (its model.pt), bounds (gone), ellipses
+    # (flipped byte) and measure record (it vouches for the gone store's manifest) = 6. OK:
+    # the datasets, both records (B's vouches only for its members' train.json, which are
+    # intact), A's measure record (the damaged stores' manifests are intact), A's members,
+    # B's intact member, A's bounds and ellipses, B's jacobian and translation, both shards'
+    # norms = 15, and the 12 seals.
+    assert "verify: 27 of 33 expected outputs OK" in report, report
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in report
     for missing in variable_files:
         assert f"MISSING {missing}: missing" in report, (missing, report)
     assert f"DAMAGED results/runs/{damaged_run}/model.pt: content changed" in report
     assert f"MISSING {gone.relative_to(workdir)}: missing" in report
     assert f"DAMAGED {flipped.relative_to(workdir)}: content changed" in report
+    assert f"MISSING {gone.relative_to(workdir)}/manifest.json: missing" in report
     # One line a problem: the chunk, each file of the variable, the model, the gone store
-    # and the flipped chunk; nothing else is reported.
-    assert report.count("MISSING ") + report.count("DAMAGED ") == 4 + len(variable_files), report
+    # (as a store and as what B's measure record vouches for) and the flipped chunk; nothing
+    # else is reported.
+    assert report.count("MISSING ") + report.count("DAMAGED ") == 5 + len(variable_files), report
 
     assert removed <= before_verify
     assert shard_and_run_outputs(workdir) == before_verify - removed
@@ -156,15 +163,10 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     dry_run = snakemake(workdir, TINY_CONFIG, "-n").stdout
     assert planned_shards_by_rule(dry_run) == {
         "train": {shard_b},
-        "measure_jacobian": {shard_a, shard_b},  # writes the bounds too
-        "measure_translation": {shard_a, shard_b},
-        "measure_ellipses": {shard_b},
-        "measure_norms": {shard_b},
+        "measure": {shard_a, shard_b},  # A's measures its jacobian, bounds and translation
     }, dry_run
     jobs = planned_jobs(dry_run)
-    assert {rule: jobs.get(rule) for rule in PER_SHARD_RULES} == {
-        "train": 1, "measure_jacobian": 2, "measure_translation": 2, "measure_ellipses": 1,
-        "measure_norms": 1}
+    assert {rule: jobs.get(rule) for rule in PER_SHARD_RULES} == {"train": 1, "measure": 2}
     study_level = set(jobs) - set(PER_SHARD_RULES)
     assert {"aggregate", "correlate", "collect_curves", "plot_jacobian"} <= study_level
     assert all(jobs[rule] == 1 for rule in study_level), jobs
@@ -184,6 +186,10 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     assert model.read_bytes() == original_model
     assert integrity.check_record(workdir / f"results/shards/{shard_b}/train.json",
                                   ("members",)) == []
+    # Shard A's measuring job reused its intact ellipses and norms stores.
+    measure_log = (workdir / f"results/logs/measure/{shard_a}.log").read_text()
+    assert re.findall(r"^(\w+): to measure:", measure_log, re.MULTILINE) == [
+        "jacobian", "translation", "bounds"], measure_log
     settled = snakemake(workdir, TINY_CONFIG, "-n")
     assert "Nothing to be done" in settled.stdout + settled.stderr
 
@@ -205,9 +211,9 @@ def test_damaged_metrics_store_is_refused_by_the_statistics_and_rebuilt(study):
 
     verify = snakemake(workdir, TINY_CONFIG, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    # The 19 outputs of the shard plan (previous test), all intact, metrics.zarr, and the
+    # The 21 outputs of the shard plan (previous test), all intact, metrics.zarr, and the
     # seals of the 11 study-level jobs the forced correlate did not take with it.
-    assert "verify: 30 of 31 expected outputs OK" in verify.stdout, verify.stdout
+    assert "verify: 32 of 33 expected outputs OK" in verify.stdout, verify.stdout
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in verify.stdout
     assert not metrics.exists()
     jobs = planned_jobs(snakemake(workdir, TINY_CONFIG, "-n").stdout)

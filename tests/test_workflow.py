@@ -24,6 +24,7 @@ from workflow_helpers import (
     snakemake,
 )
 
+from workflow_src import registry
 from workflow_src.config import validate_config
 from workflow_src.runtable import HYPERPARAMETERS, build_run_table
 from workflow_src.shards import plan_shards
@@ -126,7 +127,7 @@ def test_new_width_plans_only_new_networks(study):
     jobs = planned_jobs(result.stdout)
     # The new width makes new shards (one per depth, 2 label noise levels each); the
     # existing shards keep their members and are not re-planned.
-    assert jobs["train"] == 2 and jobs["measure_jacobian"] == 2, jobs
+    assert jobs["train"] == 2 and jobs["measure"] == 2, jobs
     planned = planned_shards(result.stdout)
     new_runs = set(build_run_table(validate_config(copy.deepcopy(config)))) - set(
         build_run_table(validate_config(copy.deepcopy(TINY_CONFIG))))
@@ -163,11 +164,13 @@ def test_plot_option_reruns_only_plots(study):
 
 
 def test_one_metric_setting_recomputes_only_that_metric(study):
+    """The shards' measuring jobs run (one a shard) and nothing trains; inside them only the
+    ellipses are measured, the other stores reused (tests/test_measure_workflow.py)."""
     config = copy.deepcopy(TINY_CONFIG)
     config["measure"]["ellipses"]["n_positions"] = 32
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
-    assert jobs["measure_ellipses"] == 2  # one job a shard
-    assert not {"train", "measure_jacobian", "measure_translation"} & set(jobs)
+    assert jobs["measure"] == 2  # one job a shard
+    assert "train" not in jobs
 
 
 def test_exact_cnn_walks_enter_the_translation_store_only_when_on(study):
@@ -179,31 +182,34 @@ def test_exact_cnn_walks_enter_the_translation_store_only_when_on(study):
     assert "Nothing to be done" in snakemake(study, config, "-n").stdout
     config["measure"]["transitions"]["exact_cnn"] = True
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
-    assert jobs["measure_translation"] == 2, jobs  # one job a shard
-    assert not {"train", "measure_jacobian", "measure_ellipses"} & set(jobs), jobs
+    assert jobs["measure"] == 2, jobs  # one job a shard, which re-measures its translation
+    assert "train" not in jobs, jobs
 
 
 def test_enabling_an_indicator_measures_only_it(study):
-    """A new metric is its own rule and store: switching it on never retrains and never
-    recomputes another metric, and switching it off again finds everything up to date."""
+    """A new metric is its own store: switching it on never retrains (each shard's measuring
+    job measures it and reuses its other stores), and switching it off again finds
+    everything up to date."""
     config = copy.deepcopy(TINY_CONFIG)
     config["measure"]["hessian"] = {"enabled": True, "n_points": 50, "n_iterations": 5}
     jobs = planned_jobs(snakemake(study, config, "-n").stdout)
-    assert jobs["measure_hessian"] == 2  # one job a shard
-    assert not {"train", "measure_jacobian", "measure_translation", "measure_ellipses",
-                "measure_norms"} & set(jobs), jobs
+    assert jobs["measure"] == 2  # one job a shard
+    assert "train" not in jobs, jobs
     assert "aggregate" in jobs
 
 
-# Every indicator on, at settings small enough for a test (the workflow's wiring is under
-# test here; each metric's numbers are tested against references in its own module's tests).
-EVERY_INDICATOR = {
-    "critical": {"enabled": True, "n_points": 20, "max_iterations": 20},
-    "hessian": {"enabled": True, "n_points": 100, "n_iterations": 20, "n_probes": 10},
-    "sharpness": {"enabled": True, "subspace_dim": 10, "max_iterations": 3},
-    "pac_bayes": {"enabled": True, "bisection_steps": 5, "n_draws": 2, "ascent_steps": 3},
-    "ntk": {"enabled": True, "n_points": 20, "n_test_points": 50, "top_k": 5},
+# Every indicator on (every metric of the registry with an `enabled` switch), at settings
+# small enough for a test (the workflow's wiring is under test here; each metric's numbers
+# are tested against references in its own module's tests).
+SMALL = {
+    "critical": {"n_points": 20, "max_iterations": 20},
+    "hessian": {"n_points": 100, "n_iterations": 20, "n_probes": 10},
+    "sharpness": {"subspace_dim": 10, "max_iterations": 3},
+    "pac_bayes": {"bisection_steps": 5, "n_draws": 2, "ascent_steps": 3},
+    "ntk": {"n_points": 20, "n_test_points": 50, "top_k": 5},
 }
+EVERY_INDICATOR = {m: {"enabled": True, **SMALL.get(m, {})}
+                   for m, d in registry.metrics().items() if d.switch == "enabled"}
 
 
 def test_every_indicator_is_measured_scored_and_drawn(tmp_path):
@@ -223,6 +229,10 @@ def test_every_indicator_is_measured_scored_and_drawn(tmp_path):
                 "ntk_top_eigenvalue": 1, "ntk_effective_rank": -1,
                 "ntk_kernel_regression_test_acc": -1}
     assert expected.items() <= indicators.items()
+    declared = {name: v["sign"] for m in EVERY_INDICATOR
+                for name, v in registry.metric(m).variables.items()
+                if "sign" in v and not name.endswith("*")}
+    assert declared.items() <= indicators.items()  # every declared indicator, its sign
     # sigma' and alpha' are 1/sqrt of the scored measures: kept, not scored twice.
     assert "pac_bayes_sigma" in ds and "pac_bayes_sigma" not in indicators
     assert ds["critical"].dims == ("run", "point")

@@ -5,8 +5,9 @@ One job per shard (rule measure_snapshots) writes one store,
 ``results/shards/<shard>/snapshots-<hash of the settings>.zarr``, with dimensions
 ``run`` (coordinate ``run_id``, the shard's order), ``step`` (the requested training steps)
 and the metrics' own (``point``, ...). Each metric is measured exactly as its final-network
-rule measures it (measure_shard.METRICS, with the settings of ``measure.<metric>``), so a
-curve ends at the value of the study's metrics.zarr.
+job measures it (its registry declaration's measure function, measure_shard.measure_member,
+with the settings of ``measure.<metric>``), so a curve ends at the value of the study's
+metrics.zarr. Each metric gets its own copy of the snapshot's network.
 
 The network of a member at step s:
 
@@ -38,13 +39,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import registry
 from .aggregate import expected_sign
 from .runtable import HYPERPARAMETERS
 
-# The metrics a snapshot can measure, in the order they are measured (the bounds read the
-# Jacobian measured just before them). The walks (translation, ellipses) are left out.
-SNAPSHOT_METRICS = ("jacobian", "bounds", "norms", "critical", "hessian", "sharpness",
-                    "pac_bayes", "ntk")
+# The metrics a snapshot can measure (those that declare snapshots: true), in the order they
+# are measured (the bounds read the Jacobian measured before them). The walks (translation,
+# ellipses) are left out.
+SNAPSHOT_METRICS = tuple(m for m, d in registry.metrics().items() if d.snapshots)
 UNREACHABLE = 2.0  # a target training accuracy no network reaches: no early stop
 SOURCES = ("final", "checkpoint", "regenerated")
 # Per (run, step) variables of a snapshot store besides the metrics'.
@@ -59,9 +61,13 @@ def ordered_metrics(metrics) -> list[str]:
     if unknown:
         raise ValueError(f"{unknown} cannot be measured on snapshots; choose from "
                          f"{list(SNAPSHOT_METRICS)}")
-    if "bounds" in metrics and "jacobian" not in metrics:
-        raise ValueError("bounds are computed from the Jacobian's per-point values: list "
-                         "jacobian too")
+    for metric in metrics:
+        missing = [m for m in registry.metric(metric).metric_needs if m not in metrics]
+        if missing == ["jacobian"] and metric == "bounds":
+            raise ValueError("bounds are computed from the Jacobian's per-point values: list "
+                             "jacobian too")
+        if missing:
+            raise ValueError(f"{metric} is computed from the results of {missing}: list them too")
     return [m for m in SNAPSHOT_METRICS if m in metrics]
 
 
@@ -199,7 +205,7 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
 
     from . import integrity
     from .adapter import TRAIN_SUMMARY_KEYS, Progress
-    from .measure_shard import METRICS, MemberJob
+    from .measure_shard import MemberJob, copy_for, measure_member
     from .train import evaluate
     from .train_shard import run_folder, shard_record
 
@@ -211,7 +217,7 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
         raise integrity.DamagedOutputError([integrity.Problem(
             str(shard_record(results, shard)), f"does not list members {missing}")])
     datas = {data_id: integrity.open_store(path) for data_id, path in data_stores.items()}
-    job = MemberJob(device, chunk_size)
+    job = MemberJob(device, chunk_size, log)
     progress = Progress(log, len(runs), "networks")
     members = []
     for run in runs:
@@ -232,7 +238,8 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
             model = network_from(weights, final_model, run, data, device)
             job.run, job.measured = run, {}
             for metric in order:
-                job.measured[metric] = METRICS[metric](model, data, metrics[metric], job)
+                job.measured[metric] = measure_member(metric, copy_for(model), data,
+                                                      metrics[metric], job)
             train_loss, train_correct = evaluate(model, x_train, y_train)
             _, test_correct = evaluate(model, x_test, y_test)
             snapshots.append(_merge_metrics([job.measured[m] for m in order]).assign(

@@ -1,18 +1,22 @@
-"""Adapter for rules measure_<metric>: metrics of every network of one shard."""
+"""Adapter for rule measure: every enabled metric of every network of one shard, each into
+its own store (reused when intact and current), then the shard's measure record."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import logged, shard_job  # noqa: E402
-from workflow_src.integrity import write_store  # noqa: E402
-from workflow_src.measure_shard import measure_shard  # noqa: E402
+from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.measure_shard import measure_job  # noqa: E402
+from workflow_src.runtable import RunSpec  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
-    runs, data_stores, device = shard_job(sm)
+    runs = [RunSpec.from_dict(raw) for raw in sm.params.runs]
+    data_stores = {key.removeprefix("data_"): path for key, path in sm.input.items()
+                   if key.startswith("data_")}
     results = Path(sm.input.record).parents[2]  # results/shards/<shard>/train.json
-    stores = measure_shard(sm.params.metrics, sm.wildcards.shard, runs, data_stores, results,
-                           device, sm.config["measure"]["chunk_size"], log)
-    for metric, out in stores.items():
-        log(out)
-        write_store(out, sm.output[metric])
+    log(f"shard {sm.wildcards.shard}: {len(runs)} networks, metrics {list(sm.params.metrics)}")
+    record = measure_job(sm.params.metrics, sm.params.stores, sm.wildcards.shard, runs,
+                         data_stores, results, sm.config["training"]["device"], sm.threads,
+                         sm.config["measure"]["chunk_size"], log)
+    if Path(record) != Path(sm.output.record):
+        raise RuntimeError(f"sealed {record}, but the rule's output is {sm.output.record}")
