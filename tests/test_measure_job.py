@@ -7,6 +7,7 @@ in a state no other metric can leak into)."""
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 
@@ -270,3 +271,31 @@ def test_measure_member_restores_what_a_metric_changes_of_torchs_global_state(mo
     ms.measure_member("norms", None, None, {}, ms.MemberJob("cpu", 8))
     assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_store_from_before_identities_is_adopted_only_while_current(results, monkeypatch):
+    """A store the rules measure_<metric> wrote (no identity) is reused while its metric's
+    code is the code it was checked against and it is newer than that code's modules."""
+    metrics = {"norms": {}}
+    _, stores, _ = run_job(results, metrics)
+    store = Path(stores["norms"])
+    with xr.open_zarr(store) as ds:
+        old = ds.load()
+    del old.attrs["identity"]
+    integrity.remove(store)
+    write_store(old, store)  # as the old rule wrote it
+    monkeypatch.setitem(ms.UNRECORDED, "norms", "0" * 16)
+    _, _, lines = run_job(results, metrics)
+    assert measured(lines) == ["norms"] and "by code other than this" in "".join(lines)
+    integrity.remove(store)
+    write_store(old, store)
+    monkeypatch.setitem(ms.UNRECORDED, "norms", registry.code_sha("norms"))
+    _, _, lines = run_job(results, metrics)
+    assert measured(lines) == [] and any("norms: reused" in line for line in lines)
+    manifest = store / integrity.MANIFEST
+    os.utime(manifest, (manifest.stat().st_atime, 0))  # sealed before its code changed
+    _, _, lines = run_job(results, metrics)
+    assert measured(lines) == ["norms"], lines
+    assert "before norms.py" in "".join(lines) or "before cnns.py" in "".join(lines)
+    with xr.open_zarr(store) as ds:
+        assert "identity" in ds.attrs  # measured again, it records one

@@ -50,10 +50,18 @@ from .runtable import stable_hash
 
 DATA_ATTRS = ("dataset", "source", "source_sha256")
 STORE_FORMAT = 1  # raise to re-measure every store (a change of how stores are built)
-# Stores without a recorded identity (written before this module recorded one) are adopted
-# while their metric's code hash is the one below: the code of the commit that introduced
-# identities, whose stores were checked equal to the old ones (any later edit re-measures).
-UNRECORDED: dict[str, str] = {}
+# Stores written before stores recorded their identity (by the rules measure_<metric>) are
+# adopted while their metric's code hash is the one below, that of the commit that
+# introduced identities (its stores were checked equal to the ones before: any later edit
+# re-measures), if their members are the shard's and they are newer than each of their
+# code's modules (what those rules' mtime trigger asked; measures/<metric>.py is new).
+UNRECORDED: dict[str, str] = {
+    "jacobian": "eeb9bb05fdbcbbfe", "translation": "0cc38551b2ae5c42",
+    "ellipses": "4020fac949905383", "bounds": "92252b919e6e043c",
+    "norms": "5d2beaf1091878f2", "critical": "82c57290a56601cc",
+    "hessian": "f25930f9da738b7d", "sharpness": "bc69c7f6abad98ee",
+    "pac_bayes": "fc96148f5ae6ee3f", "ntk": "7d320a4417bc6076",
+}
 
 
 # Where a shard's training job (train_shard.py, which imports torch) keeps what is read here.
@@ -285,13 +293,24 @@ def reusable(path, wanted: dict) -> str:
         recorded = ds.attrs.get("identity")
         run_ids = [str(r) for r in ds["run_id"].values] if "run_id" in ds.coords else []
     if recorded is None:
-        if (UNRECORDED.get(wanted["metric"]) == wanted["code_sha"]
-                and run_ids == [m[0] for m in wanted["members"]]):
-            return ""
-        return "written before stores recorded their code and members"
+        return _unrecorded(path, wanted, run_ids)
     recorded = json.loads(recorded)
     differing = [key for key in wanted if recorded.get(key) != wanted[key]]
     return f"stale: its {', '.join(differing)} differ" if differing else ""
+
+
+def _unrecorded(path: Path, wanted: dict, run_ids: list) -> str:
+    """"" if a store without an identity can be adopted (see UNRECORDED), else why not."""
+    why = "written before stores recorded their code and members"
+    if UNRECORDED.get(wanted["metric"]) != wanted["code_sha"]:
+        return f"{why}, by code other than this"
+    if run_ids != [member[0] for member in wanted["members"]]:
+        return f"{why}, of other members"
+    sealed = (path / integrity.MANIFEST).stat().st_mtime
+    modules = [registry.PACKAGE / f"{m}.py" for m in registry.code_modules(wanted["metric"])
+               if not m.startswith("measures/")]
+    older = [m.name for m in modules if m.stat().st_mtime > sealed]
+    return f"{why}, before {', '.join(older)} changed" if older else ""
 
 
 def measure_job(metrics: dict[str, dict], stores: dict[str, str], shard: str, runs: list,
