@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -239,3 +240,40 @@ def test_every_declared_variable_has_units_or_is_bookkeeping_of_an_indicator():
             if "sign" in variable:
                 assert "units" in variable, f"{metric.name}: indicator {name} has no units"
             json.dumps(variable)  # plain data
+
+
+NO_TORCH = '''
+import sys
+
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError(f"{name} imported while parsing the workflow")
+
+
+sys.meta_path.insert(0, Refuse())
+'''
+
+
+@pytest.mark.workflow
+def test_parsing_the_snakefile_imports_no_torch(tmp_path, monkeypatch):
+    """A dry run in an interpreter that refuses torch (a sitecustomize module) plans the
+    study with every metric on: the Snakefile, the rules and the registry never import it."""
+    import os
+
+    from workflow_helpers import snakemake
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(NO_TORCH)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "site"), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    guard = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True,
+                           text=True)
+    assert "imported while parsing" in guard.stderr  # the guard works
+    config = copy.deepcopy(TINY_CONFIG)
+    config["measure"].update({m: {"enabled": True} for m, d in registry.metrics().items()
+                              if d.switch == "enabled"})
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^measure\s+2$", result.stdout, re.MULTILINE), result.stdout
