@@ -36,15 +36,17 @@ STUDY = Path("results/tiny")
 CORRELATIONS = f"{STUDY}/stats/correlations.csv"
 GRANULATED = f"{STUDY}/stats/granulated.csv"
 # 1 raw dataset + 2 subsets, the shard's record, its 4 members' train.json, its Jacobian,
-# bounds and snapshot stores, metrics.zarr and the seals of the 12 other study-level jobs.
-EXPECTED = 1 + 2 + 1 + 4 + 3 + 1 + 12
+# bounds and snapshot stores, metrics.zarr and the seals of the 10 other study-level jobs.
+EXPECTED = 1 + 2 + 1 + 4 + 3 + 1 + 10
 ALL_OK = f"verify: {EXPECTED} of {EXPECTED} expected outputs OK"
 SHARD_JOBS = ("train", "measure_jacobian", "measure_snapshots")
-METRICS_READERS = ("correlate", "granulate", "regress", "paired", "summarize", "plot_jacobian",
-                   "plot_bounds", "plot_factors", "plot_indicators_vs_gap")
+# The jobs that read metrics.zarr, or read what one of them wrote.
+METRICS_READERS = ("correlate", "granulate", "regress", "paired", "summarize", "plot_metrics",
+                   "plot_summary")
 STUDY_JOBS = ("aggregate", *METRICS_READERS, "collect_curves", "plot_training",
               "plot_snapshots")
-CORRELATE_READERS = ("summarize", "plot_jacobian", "plot_indicators_vs_gap")
+# The jobs that read correlations.csv or granulated.csv, or read what one of them wrote.
+TABLE_READERS = ("summarize", "plot_metrics", "plot_summary")
 
 
 @dataclass(frozen=True)
@@ -193,17 +195,17 @@ CASES = {
     "metrics_zarr": Case(lambda w, b: delete_a_chunk(w, f"{STUDY}/metrics.zarr"),
                          ("aggregate", *METRICS_READERS), study_level=True),
     "stats_csvs": Case(lambda w, b: damage_tables(w),
-                       ("correlate", "granulate", *CORRELATE_READERS),
+                       ("correlate", "granulate", *TABLE_READERS),
                        refused=(CORRELATIONS, GRANULATED), study_level=True),
     "figure_png": Case(lambda w, b: damage_file(w, f"{STUDY}/figures/jacobian_vs_gap.png",
                                                  flip_first_byte),
-                       ("plot_jacobian",), study_level=True),
+                       ("plot_metrics",), study_level=True),
     "figure_html": Case(lambda w, b: damage_file(
         w, f"{STUDY}/figures/learning_curves.html",
         lambda p: p.write_text(p.read_text() + "<!-- edited -->")),
         ("plot_training",), study_level=True),
-    "unsealed_study_outputs": Case(lambda w, b: remove_seal(w, "plot_bounds"), ("plot_bounds",),
-                                   study_level=True),
+    "unsealed_study_outputs": Case(lambda w, b: remove_seal(w, "plot_summary"),
+                                   ("plot_summary",), study_level=True),
 }
 
 
