@@ -15,13 +15,6 @@ INDICATOR_CATEGORY = "Which indicators track the gap"
 METRIC_FIGURES = ["jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
                   "loss_bounds", "indicators_vs_gap"]
 ELLIPSE_FIGURES = ["ellipse_profile", "ellipse_kinds"] if ENABLED["ellipses"] else []
-ELLIPSE_CATEGORY = "On and off the data manifold"
-ELLIPSE_TABLES = {
-    "summary": report(f"{STUDY_DIR}/stats/ellipses.csv", caption="../report/captions/ellipses.rst",
-                      category=ELLIPSE_CATEGORY),
-    "order": report(f"{STUDY_DIR}/stats/ellipse_order.csv",
-                    caption="../report/captions/ellipse_order.rst", category=ELLIPSE_CATEGORY),
-} if ENABLED["ellipses"] else {}
 
 
 rule plot_metrics:
@@ -31,12 +24,12 @@ rule plot_metrics:
         **figure_outputs("indicators_vs_gap", category=INDICATOR_CATEGORY),
         **figure_outputs("loss_bounds", category="Loss bounds"),
         **figure_outputs(*ELLIPSE_FIGURES, category=ELLIPSE_CATEGORY),
-        **ELLIPSE_TABLES,
         seal=study_seal("plot_metrics"),
     input:
         metrics=rules.aggregate.output.metrics,
         **sealed(rules.correlate, "networks"),
-        code=package_files(*FIGURE_CODE, "stats/ellipse_order", "stats/paired"),
+        **(sealed(rules.paired, "ellipses") if ENABLED["ellipses"] else {}),
+        code=package_files(*FIGURE_CODE),
     params:
         figures_drawn=METRIC_FIGURES + ELLIPSE_FIGURES,
         options=figure_options(config["plots"], METRIC_FIGURES + ELLIPSE_FIGURES),

@@ -57,14 +57,27 @@ rule regress:
         "scripts/regress.py"
 
 
+# Paired tests: of each two-valued factor on matched pairs, and (with ellipses measured) of
+# the order of the ellipse metrics by kind of anchors, with the per-ellipse table they use.
+ELLIPSE_CATEGORY = "On and off the data manifold"
+ELLIPSE_TABLES = {
+    "ellipses": report(f"{STATS}/ellipses.csv", caption="../report/captions/ellipses.rst",
+                       category=ELLIPSE_CATEGORY),
+    "ellipse_order": report(f"{STATS}/ellipse_order.csv",
+                            caption="../report/captions/ellipse_order.rst",
+                            category=ELLIPSE_CATEGORY),
+} if ENABLED["ellipses"] else {}
+
+
 rule paired:
     output:
         tests=report(f"{STATS}/paired.csv", caption="../report/captions/paired.rst", category="Statistical tables"),
         pairs=report(f"{STATS}/pairs.csv", caption="../report/captions/pairs.rst", category="Statistical tables"),
+        **ELLIPSE_TABLES,
         seal=study_seal("paired"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("integrity", "stats/tables", "stats/paired"),
+        code=package_files("integrity", "stats/tables", "stats/paired", "stats/ellipse_order"),
     params:
         stats=config["stats"],
         # Family-wise error control over every (factor, indicator) test of the study.

@@ -38,7 +38,7 @@ class StudyData:
     """The tables figures are drawn from, each loaded on first use. ``loaders``: name ->
     a function of no arguments (e.g. reading ``stats/networks.csv`` against its seal).
     Names: metrics (the metrics.zarr Dataset), networks, summary, granulated, pairs,
-    paired, curves, keskar, snapshots. ``derived`` keeps tables computed from them."""
+    paired, ellipses, curves, keskar, snapshots. ``derived`` keeps tables computed from them."""
 
     def __init__(self, **loaders: Callable):
         self._loaders = loaders
@@ -81,10 +81,6 @@ def fits(data: StudyData):
     return data.derived("fits", lambda: studies.fit_table(data.curves, list(HYPERPARAMETERS)))
 
 
-def ellipse_summary(data: StudyData):
-    return data.derived("ellipses", lambda: sensitivity.ellipse_summary_table(data.metrics))
-
-
 def _indicators_vs_gap(data: StudyData, o: dict):
     from ..stats.summary import optimizer_flags
 
@@ -121,8 +117,8 @@ FIGURES: dict[str, Figure] = {
     "ellipse_profile": Figure(("metrics",), SIZE, lambda d, o: (
         sensitivity.ellipse_profile_chart(sensitivity.ellipse_profile_table(d.metrics),
                                           o["width"], o["height"]))),
-    "ellipse_kinds": Figure(("metrics",), SIZE, lambda d, o: (
-        sensitivity.ellipse_kinds_chart(ellipse_summary(d), o["width"], o["height"]))),
+    "ellipse_kinds": Figure(("ellipses",), SIZE, lambda d, o: (
+        sensitivity.ellipse_kinds_chart(d.ellipses, o["width"], o["height"]))),
     "indicators_vs_gap": Figure(("metrics", "networks"), ("color_by",), _indicators_vs_gap),
     "indicator_ranking": Figure(("summary", "granulated"), (), lambda d, o: (
         indicators.indicator_ranking_chart(d.summary, d.granulated))),

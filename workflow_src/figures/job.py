@@ -21,6 +21,7 @@ CSV_INPUTS = {
     "granulated": ("granulated", "granulate_seal"),
     "pairs": ("pairs", "paired_seal"),
     "paired": ("tests", "paired_seal"),
+    "ellipses": ("ellipses", "paired_seal"),
     "curves": ("curves", "collect_curves_seal"),
     "keskar": ("table", "keskar_interpolation_seal"),
 }

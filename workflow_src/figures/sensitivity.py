@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..stats.tables import converged_runs
+from ..stats.tables import converged_runs, ellipse_summary_table  # noqa: F401 (its home)
 from .common import MAX_POINTS, log_scale, panels, scatter, tooltips
 
 # Axis titles are plain text, and Unicode has no subscript F: the norm is named in words.
@@ -103,35 +103,6 @@ def ellipse_profile_table(ds: xr.Dataset) -> pd.DataFrame:
             "jacobian_norm": np.exp(mean), "band_low": np.exp(mean - sd),
             "band_high": np.exp(mean + sd)}))
     return pd.concat(rows, ignore_index=True)
-
-
-def ellipse_summary_table(ds: xr.Dataset) -> pd.DataFrame:
-    """Per converged network and ellipse: mean ‖J‖_F around the ellipse, ‖J‖_F at the three
-    anchors (mean) and away from them, and the exact transition count (Novak §4.1). Where
-    the study also measured the initial weights, the same ellipse's mean ‖J‖_F and count
-    at initialisation follow (``*_init``)."""
-    conv = converged_runs(ds)
-    angles = ds["angle"].values
-    anchors = [int(np.argmin(np.abs(angles - a))) for a in ds.attrs["anchor_angles"]]
-    away = np.setdiff1d(np.arange(len(angles)), anchors)
-    jac = conv["ellipse_jacobian_norm"].values  # (run, ellipse, position)
-    frame = pd.DataFrame({
-        "run_id": np.repeat(conv["run_id"].values, jac.shape[1]),
-        "kind": np.tile(conv["ellipse_kind"].values, jac.shape[0]),
-        "ellipse": np.tile(np.arange(jac.shape[1]), jac.shape[0]),
-        "mean_jacobian_norm": jac.mean(axis=2).ravel(),
-        "jacobian_norm_at_anchors": jac[:, :, anchors].mean(axis=2).ravel(),
-        "jacobian_norm_away_from_anchors": jac[:, :, away].mean(axis=2).ravel(),
-        "transitions": conv["ellipse_transitions"].values.ravel(),
-    })
-    if "ellipse_transitions_init" in conv:
-        frame["mean_jacobian_norm_init"] = conv["ellipse_jacobian_norm_init"].values.mean(
-            axis=2).ravel()
-        frame["transitions_init"] = conv["ellipse_transitions_init"].values.ravel()
-    for name in conv["run"].coords:
-        if name not in ("run_id",) and conv[name].dims == ("run",):
-            frame[name] = np.repeat(conv[name].values, jac.shape[1])
-    return frame
 
 
 def ellipse_profile_chart(profile: pd.DataFrame, width: int, height: int) -> alt.Chart:

@@ -221,7 +221,10 @@ def synthetic_study(n_networks: int, n_indicators: int = 17, seed: int = 0, **si
     networks = network_table(ds)
     summary, granulated = summary_tables(ds, networks, seed)
     pairs, paired = pair_tables(networks, seed)
+    from ..stats.tables import ellipse_summary_table
+
     tables = {"metrics": ds, "networks": networks, "summary": summary,
+              "ellipses": ellipse_summary_table(ds),
               "granulated": granulated, "pairs": pairs, "paired": paired,
               "curves": curves_table(networks, seed=seed), "keskar": keskar_table(networks),
               "snapshots": snapshot_table(networks)}

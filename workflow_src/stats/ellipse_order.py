@@ -19,7 +19,7 @@ from .paired import correct_multiple
 # (lower, higher) in the paper's order.
 EXPECTED_ORDER = (("same_class", "different_class"), ("different_class", "random"),
                   ("same_class", "random"))
-# Columns of the per-ellipse summary (figures.sensitivity.ellipse_summary_table) compared.
+# Columns of the per-ellipse summary (tables.ellipse_summary_table) compared.
 METRICS = ("mean_jacobian_norm", "transitions", "mean_jacobian_norm_init", "transitions_init")
 COLUMNS = ["metric", "lower", "higher", "n_networks", "n_in_order", "n_tied",
            "fraction_in_order", "median_ratio", "wilcoxon_statistic", "p_value", "p_adjusted",
