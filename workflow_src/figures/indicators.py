@@ -31,7 +31,7 @@ STATUS_SHAPES = alt.Scale(domain=["converged", "unconverged", "diverged"],
                           range=["circle", "triangle-up", "cross"])
 GRID_COLUMNS = 5  # panels a row with one dataset; with several, 6 // datasets indicators
 PANEL = (150, 110)  # CSS pixels of one small multiple's plot area (PNG: x output.PNG_SCALE)
-PANEL_POINTS = 100  # networks drawn one by one in a panel; beyond: shading + a sample
+PANEL_POINTS = 60  # networks drawn one by one in a panel; beyond: shading + a sample
 PANEL_BINS = (16, 12)  # the shading's cells, at most, along x and y
 TITLE_SIZE, SUBTITLE_SIZE = 12, 10  # the smallest text of a panel stays >= 10 px
 GAP_TITLE = ["generalization gap", "(train acc − test acc)"]

@@ -34,6 +34,7 @@ STATUS_SHAPES = alt.Scale(domain=["converged", "unconverged", "diverged"],
 MAX_PANELS = 4
 PANEL_COLUMNS = 2  # wrapped facets: a study with many panels grows down, not sideways
 FACTOR_INDICATORS = ("jacobian_norm", "transitions_exact")
+FACTOR_PAIRS = 40  # pairs of a contrast drawn (a seeded sample beyond)
 # pairs.csv columns that are not hyperparameters of the pair
 PAIR_COLUMNS = {"factor", "contrast", "level_a", "level_b", "indicator", "run_id_a", "run_id_b",
                 "value_a", "value_b"}
@@ -231,8 +232,9 @@ def factor_chart(pairs: pd.DataFrame, tests: pd.DataFrame, titles: dict[str, lis
         sides = pair_sides(sub)
         log = bool((sides["value"] > 0).all())
         scale = log_scale(sides["value"]) if log else {}
-        # at most MAX_LINES pairs a contrast (a seeded sample), their own columns only
-        sides = sample_groups(sides, ["contrast", "pair"], MAX_LINES * sides["contrast"].nunique())
+        # at most FACTOR_PAIRS pairs a contrast (a seeded sample), their own columns only
+        sides = pd.concat([sample_groups(group, ["pair"], FACTOR_PAIRS)
+                           for _, group in sides.groupby("contrast", sort=False)])
         sides = sides[["contrast", "factor", "side", "level", "pair", "run_id", "value", *others]]
         slopes = alt.Chart(sides).mark_line(point=True, opacity=0.7).encode(
             x=alt.X("level:N", sort=alt.EncodingSortField("side"), title=None),
@@ -247,9 +249,9 @@ def factor_chart(pairs: pd.DataFrame, tests: pd.DataFrame, titles: dict[str, lis
                                                      name, height)))
     title = ("Matched pairs differing in one factor (Novak et al. §4.2): lines join the two "
              "networks of a pair")
-    if n_pairs > MAX_LINES:
+    if n_pairs > FACTOR_PAIRS:
         title = [title, f"up to {n_pairs} pairs a contrast: lines and dots a seeded sample of "
-                        f"{MAX_LINES} pairs each; medians and CIs over every pair "
+                        f"{FACTOR_PAIRS} pairs each; medians and CIs over every pair "
                         "(stats/pairs.csv, stats/paired.csv)"]
     return alt.vconcat(*rows, title=title)
 
@@ -257,7 +259,8 @@ def factor_chart(pairs: pd.DataFrame, tests: pd.DataFrame, titles: dict[str, lis
 def _differences(sub: pd.DataFrame, tests: pd.DataFrame, name: str, height: int):
     """Paired differences per contrast: one dot per pair, median with its bootstrap CI."""
     diffs = sub.assign(diff=sub["value_b"] - sub["value_a"], pair=np.arange(len(sub)))
-    diffs = sample_groups(diffs, ["contrast", "pair"], MAX_LINES * diffs["contrast"].nunique())
+    diffs = pd.concat([sample_groups(group, ["pair"], FACTOR_PAIRS)
+                       for _, group in diffs.groupby("contrast", sort=False)])
     diffs = diffs[["contrast", "factor", "run_id_a", "run_id_b", "value_a", "value_b", "diff"]]
     x = alt.X("contrast:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=240))
     y_title = [f"paired difference of {name}", "(level_b − level_a; black: median, CI)"]
