@@ -67,7 +67,7 @@ def density(frame: pd.DataFrame, x: str, y: str, x_channel: dict, y_channel: dic
         for end in ("0", "1"):
             value = f"pow(10, datum.{c}_b{end})" if log else f"datum.{c}_b{end}"
             chart = chart.transform_calculate(**{f"{c}{end}": value})
-    return chart.mark_rect(color=GREY, stroke=None).encode(
+    return chart.mark_rect(color=GREY, stroke=None, clip=True).encode(
         x=alt.X("x0:Q", **x_channel), x2="x1:Q", y=alt.Y("y0:Q", **y_channel), y2="y1:Q",
         opacity=alt.Opacity("count:Q", title=f"{what} per cell (all)",
                             scale=alt.Scale(type="log", range=[0.15, 0.85])),
