@@ -135,16 +135,16 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # Expected outputs: 3 datasets (1 raw + 2 corrupted) + per shard its record, its 2
     # members' train.json, its measure record and its 5 stores (the norms' included: on by
-    # default) = 3 + 2 * 9 = 21, and the seals of the 12 study-level jobs besides the
+    # default) = 3 + 2 * 9 = 21, and the seals of the 9 study-level jobs besides the
     # aggregate (no metrics.zarr: the failed forced aggregate removed it, and verify checks
-    # it only where it exists) = 33. Damaged: A's jacobian (chunk) and translation
+    # it only where it exists) = 30. Damaged: A's jacobian (chunk) and translation
     # (variable); B's damaged member's train.json (its model.pt), bounds (gone), ellipses
     # (flipped byte) and measure record (it vouches for the gone store's manifest) = 6. OK:
     # the datasets, both records (B's vouches only for its members' train.json, which are
     # intact), A's measure record (the damaged stores' manifests are intact), A's members,
     # B's intact member, A's bounds and ellipses, B's jacobian and translation, both shards'
-    # norms = 15, and the 12 seals.
-    assert "verify: 27 of 33 expected outputs OK" in report, report
+    # norms = 15, and the 9 seals.
+    assert "verify: 24 of 30 expected outputs OK" in report, report
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in report
     for missing in variable_files:
         assert f"MISSING {missing}: missing" in report, (missing, report)
@@ -168,7 +168,7 @@ def test_damage_is_refused_then_verify_rebuilds_exactly_it(study):
     jobs = planned_jobs(dry_run)
     assert {rule: jobs.get(rule) for rule in PER_SHARD_RULES} == {"train": 1, "measure": 2}
     study_level = set(jobs) - set(PER_SHARD_RULES)
-    assert {"aggregate", "correlate", "collect_curves", "plot_jacobian"} <= study_level
+    assert {"aggregate", "correlate", "collect_curves", "plot_metrics"} <= study_level
     assert all(jobs[rule] == 1 for rule in study_level), jobs
     assert not {"acquire", "corrupt"} & set(jobs)
 
@@ -212,8 +212,8 @@ def test_damaged_metrics_store_is_refused_by_the_statistics_and_rebuilt(study):
     verify = snakemake(workdir, TINY_CONFIG, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # The 21 outputs of the shard plan (previous test), all intact, metrics.zarr, and the
-    # seals of the 11 study-level jobs the forced correlate did not take with it.
-    assert "verify: 32 of 33 expected outputs OK" in verify.stdout, verify.stdout
+    # seals of the 8 study-level jobs the forced correlate did not take with it.
+    assert "verify: 29 of 30 expected outputs OK" in verify.stdout, verify.stdout
     assert f"MISSING {chunk.relative_to(workdir)}: missing" in verify.stdout
     assert not metrics.exists()
     jobs = planned_jobs(snakemake(workdir, TINY_CONFIG, "-n").stdout)

@@ -35,11 +35,12 @@ CONFIG = {
 STUDY = Path("results/tiny")
 CORRELATIONS = f"{STUDY}/stats/correlations.csv"
 GRANULATED = f"{STUDY}/stats/granulated.csv"
-# 1 raw dataset + 2 subsets, the shard's record, its 4 members' train.json, its Jacobian,
-# bounds and snapshot stores, metrics.zarr and the seals of the 10 other study-level jobs.
-EXPECTED = 1 + 2 + 1 + 4 + 3 + 1 + 10
+# 1 raw dataset + 2 subsets, the shard's record, its 4 members' train.json, its measure
+# record, its Jacobian, bounds and snapshot stores, metrics.zarr and the seals of the 10
+# other study-level jobs.
+EXPECTED = 1 + 2 + 1 + 4 + 1 + 3 + 1 + 10
 ALL_OK = f"verify: {EXPECTED} of {EXPECTED} expected outputs OK"
-SHARD_JOBS = ("train", "measure_jacobian", "measure_snapshots")
+SHARD_JOBS = ("train", "measure", "measure_snapshots")
 # The jobs that read metrics.zarr, or read what one of them wrote.
 METRICS_READERS = ("correlate", "granulate", "regress", "paired", "summarize", "plot_metrics",
                    "plot_summary")
@@ -191,7 +192,7 @@ CASES = {
     "member_files": Case(damage_members, (*SHARD_JOBS, *STUDY_JOBS), retrains=(0, 1, 2)),
     "shard_record": Case(lambda w, b: damage_shard_record(w), (*SHARD_JOBS, *STUDY_JOBS)),
     "store_chunks": Case(lambda w, b: damage_store_chunks(w),
-                         ("measure_jacobian", "measure_snapshots", *STUDY_JOBS)),
+                         ("measure", "measure_snapshots", *STUDY_JOBS)),
     "metrics_zarr": Case(lambda w, b: delete_a_chunk(w, f"{STUDY}/metrics.zarr"),
                          ("aggregate", *METRICS_READERS), study_level=True),
     "stats_csvs": Case(lambda w, b: damage_tables(w),
