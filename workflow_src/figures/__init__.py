@@ -1,1 +1,3 @@
-"""Stage 7: a study's figures. ``common`` saves them; one module per family of figures."""
+"""Stage 7: a study's figures. ``catalogue`` lists them (what each reads, which options it
+uses), ``job`` is what a figure rule's script runs, ``output`` writes and reuses them,
+``common`` holds what the charts share; one module per family of charts."""
