@@ -17,9 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 250
-# Where the project's own notes live outside it: a user must never be pointed there.
-# Files of the team that wrote this project, which users do not have (spelled in parts so
-# that a search of the repository for them finds no false positive here).
+# Where the project's own notes live outside it: a user must never be pointed there
+# (spelled in parts, so that a search of the repository for them finds none here).
 OUTSIDE = ("../" + "shared", "STUDY" + ".md", "STYLE" + ".md")
 
 FENCE = re.compile(r"^\s*(```|~~~)")
