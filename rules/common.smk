@@ -98,13 +98,14 @@ MEASURE_CODE = sorted({module for m in MEASURED for module in registry.code_modu
 
 
 def measure_minutes(wildcards, attempt):
-    """SLURM runtime (minutes) of a shard's measuring job: each enabled metric's cost (seconds
-    per network of the default study) times the shard's networks, ten times over for networks
-    larger than the default study's and for a loaded node, plus 10 minutes for start-up and
-    reading; doubled on each retry. Raise it for large networks with
-    --set-resources measure:runtime=MINUTES."""
+    """SLURM runtime (minutes) of a shard's measuring job: the enabled metrics' costs (each
+    declaration's seconds per network of the default study) times the shard's networks,
+    three times over (a loaded node, larger inputs), plus 10 minutes for start-up and
+    reading; times the attempt (Snakemake's --retries). A job stopped at its limit keeps
+    the metrics it finished, and the next run measures the rest. Networks much larger than
+    the default study's: --set-resources measure:runtime=MINUTES."""
     seconds = sum(METRICS[m].cost for m in MEASURED) * len(SHARDS[wildcards.shard])
-    return attempt * (10 + math.ceil(10 * seconds / 60))
+    return attempt * (10 + math.ceil(3 * seconds / 60))
 
 
 def shard_inputs(wildcards):

@@ -277,3 +277,21 @@ def test_parsing_the_snakefile_imports_no_torch(tmp_path, monkeypatch):
     result = snakemake(tmp_path, config, "-n")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^measure\s+2$", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_the_measuring_jobs_runtime_request_follows_the_metrics_costs_and_shard_size():
+    from types import SimpleNamespace
+
+    rules = pytest.importorskip("test_store_identities")
+    config = validate_config(copy.deepcopy(TINY_CONFIG))
+    found = rules.rule_file_globals(config, "common.smk")
+    shard = next(iter(found["SHARDS"]))
+    size = len(found["SHARDS"][shard])
+    seconds = sum(registry.metric(m).cost for m in found["MEASURED"]) * size
+    minutes = found["measure_minutes"](SimpleNamespace(shard=shard), 1)
+    assert minutes == 10 + -(-3 * seconds // 60)
+    assert found["measure_minutes"](SimpleNamespace(shard=shard), 2) == 2 * minutes
+    config["measure"]["ntk"]["enabled"] = True  # 209 s a network
+    more = rules.rule_file_globals(config, "common.smk")["measure_minutes"](
+        SimpleNamespace(shard=shard), 1)
+    assert more == 10 + -(-3 * (seconds + 209.0 * size) // 60) and more > minutes
