@@ -51,7 +51,7 @@ METRIC = {
     "settings": {
         "enabled": {"type": "boolean", "default": False, "hash": False,
                     "description": "Measure the gradient noise (in the shard's measure job; "
-                                   "~0.5 s per network of the default study)."},
+                                   "~5 s per network of the default study)."},
         "n_points": {"type": "integer", "minimum": 2, "default": 1000,
                      "at_most": ["data.n_train"],
                      "description": "Training points whose per-example gradients are "
@@ -73,7 +73,7 @@ METRIC = {
                                  "description": "gradient_noise / gradient_mean_norm_sq"},
     },
     "code": [],
-    "cost": 0.5,
+    "cost": 5.0,
     "snapshots": True,
     "measure": "measure",
 }
