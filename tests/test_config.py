@@ -14,22 +14,12 @@ import immutables
 import pytest
 import yaml
 from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG, planned_shards
+from workflow_helpers import tiny_study as _validated
 
 from workflow_src.config import (SCHEMA_PATH, ConfigError, load_schema, load_study, main,
                                  read_study_file, study_files, validate_config)
 from workflow_src.runtable import HYPERPARAMETERS, REQUIRED_AXES, build_run_table
 from workflow_src.shards import plan_shards
-
-
-def _validated(**overrides):
-    config = copy.deepcopy(TINY_CONFIG)
-    for dotted, value in overrides.items():
-        *path, last = dotted.split("__")
-        node = config
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return validate_config(config)
 
 
 def test_default_config_is_valid_and_has_at_least_12_networks():

@@ -6,7 +6,6 @@ the run table) does not. tests/test_run_settings.py pins the ids of every existi
 
 from __future__ import annotations
 
-import copy
 import random
 import subprocess
 import sys
@@ -14,10 +13,10 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pytest
-from workflow_helpers import REPO, TINY_CONFIG
+from workflow_helpers import REPO
+from workflow_helpers import tiny_study as study
 
 from workflow_src import shards, train_shard
-from workflow_src.config import validate_config
 from workflow_src.runtable import (LEGACY_DEFAULTS, DataSpec, RunSpec, build_run_table,
                                    stable_hash)
 
@@ -81,18 +80,6 @@ def test_the_hash_is_of_canonical_json_whatever_the_key_order():
     assert stable_hash(payload) == stable_hash(reordered)
     assert stable_hash(payload) != stable_hash({**payload, "b": [2, 1]})
     assert len(stable_hash(payload)) == 12 and len(stable_hash(payload, 8)) == 8
-
-
-def study(**changes):
-    """TINY_CONFIG with dotted changes (section__key=value), validated."""
-    config = copy.deepcopy(TINY_CONFIG)
-    for dotted, value in changes.items():
-        *path, last = dotted.split("__")
-        node = config
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return validate_config(config)
 
 
 def test_a_number_written_as_an_integer_or_a_float_is_one_run():

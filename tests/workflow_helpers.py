@@ -58,3 +58,20 @@ def planned_shards(output: str, rule: str = "train") -> set[str]:
         if re.match(rf"(?:local)?rule {rule}:", block):
             shards.update(re.findall(r"wildcards: shard=([0-9a-f]{12})", block))
     return shards
+
+
+def tiny_study(**changes):
+    """TINY_CONFIG with dotted changes (section__key=value), validated (the schema's
+    defaults filled in)."""
+    import copy
+
+    from workflow_src.config import validate_config
+
+    config = copy.deepcopy(TINY_CONFIG)
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        node = config
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return validate_config(config)
