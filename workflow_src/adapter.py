@@ -43,7 +43,7 @@ def code_version() -> str:
 
 def shard_job(job):
     """(members' RunSpecs, data id -> dataset store path, torch device) for a job of one
-    shard (rules train and measure_*): ``job`` is the script's ``snakemake`` object, whose
+    shard (rules train and measure): ``job`` is the script's ``snakemake`` object, whose
     ``params.runs`` are the members and whose inputs ``data_<data id>`` their datasets.
     Sets torch's thread count to the job's threads."""
     import torch
