@@ -135,8 +135,8 @@ def test_bound_formulas_keep_their_digits_at_small_losses(loss):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("confidence", CONFIDENCES)
 def test_stored_bounds_at_confident_points(activation, confidence):
-    """bound_metrics as the measure job runs it after the Jacobian (loss and logit norm from the Jacobian metric's
-    Jacobian values) on the float32 network, against float64 autograd and decimal references."""
+    """bound_metrics as the measure job runs it (loss and logit norm from the Jacobian
+    metric's values) on the float32 network, against float64 autograd and decimal references."""
     model, x = confident_case(activation, confidence, seed=8)
     logits, jf, js = autograd_reference(model, x)
     assert jf.norm() > 0  # not a point where every unit is dead
