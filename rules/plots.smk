@@ -9,7 +9,7 @@ from workflow_src.figures.catalogue import options as figure_options
 FIGURE_CODE = ("figures/common", "figures/output", "figures/theme", "figures/catalogue",
                "figures/job", "figures/sensitivity", "figures/bounds", "figures/indicators",
                "figures/studies", "figures/keskar", "figures/snapshots", "metrics/bounds",
-               "stats/tables", "stats/summary", "integrity", "runtable")
+               "stats/tables", "stats/summary", "stats/datasets", "integrity", "runtable")
 INDICATOR_CATEGORY = "Which indicators track the gap"
 
 METRIC_FIGURES = ["jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",

@@ -13,7 +13,7 @@ rule correlate:
     input:
         metrics=rules.aggregate.output.metrics,
         code=package_files("integrity", "stats/tables", "stats/_checks", "stats/correlation",
-                           "stats/per_point"),
+                           "stats/per_point", "stats/datasets"),
     params:
         stats=config["stats"],
     log:
@@ -30,7 +30,8 @@ rule granulate:
         seal=study_seal("granulate"),
     input:
         metrics=rules.aggregate.output.metrics,
-        code=package_files("integrity", "stats/tables", "stats/_checks", "stats/granulated"),
+        code=package_files("integrity", "stats/tables", "stats/_checks", "stats/granulated",
+                           "stats/datasets"),
     log:
         f"{STATS}/logs/granulate.log",
     conda:
@@ -99,7 +100,7 @@ rule summarize:
         **sealed(rules.granulate, "granulated"),
         metrics=rules.aggregate.output.metrics,
         code=package_files("stats/summary", "stats/granulated", "stats/scoring", "stats/tables",
-                           "integrity"),
+                           "stats/datasets", "integrity"),
     log:
         f"{STATS}/logs/summarize.log",
     conda:

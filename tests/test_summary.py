@@ -50,10 +50,13 @@ INDICATORS = list(SIGNS)
 
 
 def stat_inputs(table, indicators):
-    corr = correlations(table, indicators, n_boot=50)
+    """correlations.csv and granulated.csv as rules correlate and granulate write them:
+    pooled rows, and each dataset's when the table has several (column dataset)."""
+    corr = stats.per_dataset(lambda part: correlations(part, indicators, n_boot=50), table)
     axes = list(table.attrs["hyperparameters"])
-    psi = pd.concat([granulated_kendall(table, name, axes) for name in indicators],
-                    ignore_index=True)
+    psi = stats.per_dataset(lambda part: pd.concat(
+        [granulated_kendall(part, name, axes) for name in indicators], ignore_index=True),
+        table)
     return corr, psi
 
 

@@ -17,8 +17,11 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     networks.to_csv(out.networks, index=False)
     converged = stats.converged(networks)
     log(f"{len(converged)} of {len(networks)} networks converged; only those are correlated")
-    table = stats.correlations(converged, stats.indicator_names(ds), "gap", opts["n_boot"],
-                               opts["confidence"], opts["seed"])
+    names = stats.indicator_names(ds)
+    # Over every converged network (dataset "pooled") and, with several datasets, within
+    # each: the same bootstrap seed for every part.
+    table = stats.per_dataset(lambda part: stats.correlations(
+        part, names, "gap", opts["n_boot"], opts["confidence"], opts["seed"]), converged)
     table.to_csv(out.correlations, index=False)
     log(table.to_string())
     converged_ds = stats.converged_runs(ds)

@@ -15,8 +15,11 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     # Every recorded hyperparameter is an axis; single-valued ones come back as rows whose
     # note says so, so the table shows which axes the study could not score.
     axes = list(converged.attrs["hyperparameters"])
-    table = pd.concat([stats.granulated_kendall(converged, name, axes, "gap")
-                       for name in stats.indicator_names(ds)], ignore_index=True)
+    # Over every converged network (dataset "pooled") and, with several datasets, within
+    # each (where the dataset axis has a single value).
+    table = stats.per_dataset(lambda part: pd.concat(
+        [stats.granulated_kendall(part, name, axes, "gap") for name in stats.indicator_names(ds)],
+        ignore_index=True), converged)
     table.to_csv(snakemake.output.granulated, index=False)  # noqa: F821
     log(f"{len(converged)} converged networks\n{table.to_string()}")
     seal_job(snakemake)  # noqa: F821

@@ -18,12 +18,11 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         (read_csv, sm.input.granulated, sm.input.granulate_seal)])
     ds = open_store(snakemake.input.metrics)  # noqa: F821
     converged = stats.converged(stats.network_table(ds))
-    indicators = stats.indicator_names(ds)
-    signs = stats.expected_signs(ds, indicators)  # +1 where a variable states none
+    signs = stats.expected_signs(ds, stats.indicator_names(ds))  # +1 where none is stated
     log(f"{len(converged)} converged networks; expected signs: {signs}")
-    scores = stats.scores(converged, indicators, signs, "gap")
-    notes = stats.indicator_notes(ds, indicators)  # optimizers stopped short, constants
-    table = stats.summary(correlations, granulated, signs, scores, notes)
+    # Pooled rows, then each dataset's (column dataset), each part with its own scores and
+    # notes (optimizers stopped short, constants).
+    table = stats.summary_by_dataset(ds, correlations, granulated, "gap")
     table.to_csv(snakemake.output.summary, index=False)  # noqa: F821
     log(table.to_string())
     seal_job(sm)

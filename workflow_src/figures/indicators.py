@@ -20,6 +20,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..stats.datasets import AXIS, POOLED, pooled
 from .common import log_scale, scatter, tooltips
 
 # A network's optimizer for an indicator (stats.optimizer_flags: 1.0, 0.0, NaN), in the
@@ -185,7 +186,9 @@ def _agreement(value: pd.Series, expected: pd.Series) -> pd.Series:
 def ranking_table(summary: pd.DataFrame, granulated: pd.DataFrame) -> tuple[pd.DataFrame,
                                                                             pd.DataFrame]:
     """(one row per indicator: rank order, Ψ, τ and its CI, the sign agreement of each;
-    one row per (indicator, axis) averaged into Ψ: ψ) from summary.csv and granulated.csv."""
+    one row per (indicator, axis) averaged into Ψ: ψ) from summary.csv and granulated.csv,
+    their rows over every network (``dataset`` = pooled) only."""
+    summary, granulated = pooled(summary), pooled(granulated)
     table = summary.sort_values(["rank_psi", "rank_tau", "indicator"], na_position="last")
     note = table["indicator_note"].fillna("").astype(str) if "indicator_note" in table \
         else pd.Series("", index=table.index)
@@ -246,10 +249,13 @@ def indicator_ranking_chart(summary: pd.DataFrame, granulated: pd.DataFrame,
     left = alt.layer(zero, ticks, psi).properties(width=width, height=height, title="Ψ")
     right = alt.layer(zero, interval, tau).properties(width=width, height=height, title="τ")
     n = int(rows["n"].max()) if rows["n"].notna().any() else 0
+    within = sorted(set(summary[AXIS].astype(str)) - {POOLED}) if AXIS in summary else []
+    pooling = (f" of {len(within)} datasets pooled; each dataset's rows: stats/summary.csv, "
+               "column dataset" if within else "")
     return alt.hconcat(left, right, spacing=12, title=alt.TitleParams(
         "Indicators ranked by |Ψ| (Jiang et al. 2020)", subtitle=[
             f"granulated Ψ and Kendall τ with the generalization gap over {n} converged "
-            "networks",
+            f"networks{pooling}",
             "colour: whether the sign is the indicator's expected one (stats/summary.csv: "
             "expected_sign, direction)"]),
     ).resolve_scale(y="shared").configure_legend(orient="bottom", direction="horizontal")

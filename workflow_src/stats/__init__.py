@@ -16,6 +16,7 @@ returns a tidy DataFrame, one row per estimate, that the workflow writes as CSV 
   τ has it, and K and the robust sign-error of the oriented indicator (``scores``,
   ``expected_signs``), the fraction of networks whose optimizer converged and whether the
   indicator is constant (``indicator_notes``, ``optimizer_flags``);
+- ``datasets``: every table within each dataset as well as pooled (column ``dataset``);
 - ``ellipse_order``: do ellipse metrics order by kind of anchors as Novak et al. report.
 """
 
@@ -36,7 +37,8 @@ _MODULES = {
     "ols_gap_on_log_indicator": "regression",
     **dict.fromkeys(["conditional_mi_score", "robust_sign_error"], "scoring"),
     **dict.fromkeys(["expected_signs", "indicator_notes", "optimizer_flags", "scores",
-                     "summary"], "summary"),
+                     "summary", "summary_by_dataset"], "summary"),
+    **dict.fromkeys(["per_dataset", "pooled", "store_groups", "table_groups"], "datasets"),
     **dict.fromkeys(["converged", "converged_runs", "indicator_names", "network_table"],
                     "tables"),
 }
@@ -85,8 +87,13 @@ __all__ = [
     "ols_gap_on_log_indicator",
     "optimizer_flags",
     "paired_factor_tests",
+    "per_dataset",
     "per_point_misclassification",
+    "pooled",
     "robust_sign_error",
     "scores",
+    "store_groups",
     "summary",
+    "summary_by_dataset",
+    "table_groups",
 ]

@@ -22,11 +22,11 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.discrete.discrete_model import Logit
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
+from .datasets import AXIS, POOLED, dataset_names
 from .tables import strings
 
-POOLED = "pooled"
 COLUMNS = [
-    "scope", "indicator", "n_correct", "n_wrong", "n_indicator_missing",
+    "scope", "dataset", "indicator", "n_correct", "n_wrong", "n_indicator_missing",
     "n_nonpositive_not_in_logit", "median_correct", "median_wrong", "auc", "mannwhitney_p",
     "logit_coef", "logit_coef_ci_low", "logit_coef_ci_high", "logit_p", "note",
 ]
@@ -35,7 +35,10 @@ COLUMNS = [
 def per_point_misclassification(
     ds: xr.Dataset, indicator: str = "jacobian_norm", confidence: float = 0.95
 ) -> pd.DataFrame:
-    """One row per run (scope = run_id) and one pooled over all runs' points.
+    """One row per run (scope = run_id) and one pooled over all runs' points (scope =
+    ``pooled``); when the runs come from several datasets, also one pooled over each
+    dataset's runs (scope = ``pooled``, ``dataset`` = its name). Column ``dataset``: the
+    run's dataset on a run's row, ``pooled`` on the row over every run.
 
     A point is evaluated when ``correct`` is not NaN (the rest is padding). Evaluated points
     whose indicator is not finite (not measured there) are left out of every statistic and
@@ -49,11 +52,19 @@ def per_point_misclassification(
     """
     values = ds[indicator].values  # (run, point)
     wrong = 1.0 - ds["correct"].values.astype(float)  # (run, point), NaN where padded
+    run_ids = strings(ds["run_id"])
+    datasets = strings(ds[AXIS]) if AXIS in ds.coords else np.full(len(run_ids), POOLED)
     rows = [
-        {"scope": run_id, **_describe(values[i], wrong[i], confidence)}
-        for i, run_id in enumerate(strings(ds["run_id"]))
+        {"scope": run_id, "dataset": datasets[i], **_describe(values[i], wrong[i], confidence)}
+        for i, run_id in enumerate(run_ids)
     ]
-    rows.append({"scope": POOLED, **_describe(values.ravel(), wrong.ravel(), confidence)})
+    rows.append({"scope": POOLED, "dataset": POOLED,
+                 **_describe(values.ravel(), wrong.ravel(), confidence)})
+    names = dataset_names(datasets)
+    for name in names if len(names) > 1 else []:
+        within = datasets == name
+        rows.append({"scope": POOLED, "dataset": name,
+                     **_describe(values[within].ravel(), wrong[within].ravel(), confidence)})
     table = pd.DataFrame(rows)
     table["indicator"] = indicator
     return table[COLUMNS]

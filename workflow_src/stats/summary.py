@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from .datasets import AXIS, POOLED, store_groups, with_dataset
 from .granulated import ALL_AXES
 from .scoring import conditional_mi_score, robust_sign_error
 from .tables import converged, indicator_names, network_table, strings
@@ -210,3 +211,30 @@ def summary(correlations_df: pd.DataFrame, granulated_df: pd.DataFrame,
     table["optimizer_converged_fraction"] = table["optimizer_converged_fraction"].astype(float)
     table["indicator_note"] = table["indicator_note"].fillna("").astype(str)
     return table[leading + trailing + NEW_COLUMNS]
+
+
+def _rows_of(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of a correlate or granulate table for one ``dataset`` value, without that
+    column; a table without it (written before the column existed) holds pooled rows."""
+    if AXIS not in frame:
+        return frame if name == POOLED else frame.iloc[:0]
+    return frame[frame[AXIS].astype(str) == name].drop(columns=AXIS).reset_index(drop=True)
+
+
+def summary_by_dataset(ds, correlations_df: pd.DataFrame, granulated_df: pd.DataFrame,
+                       target: str = "gap") -> pd.DataFrame:
+    """``summary`` over every converged network (``dataset`` = ``pooled``) and, when the
+    study has several datasets, within each (``dataset`` = its name): the expected signs,
+    scores and notes of each part computed on that part's networks, the τ and Ψ taken from
+    the tables' rows with that ``dataset`` value, ranks within the part. The ``dataset``
+    column follows ``target``; pooled rows come first."""
+    parts = []
+    for name, part in store_groups(ds):
+        table = converged(network_table(part))
+        indicators = indicator_names(part)
+        signs = expected_signs(part, indicators)
+        frame = summary(_rows_of(correlations_df, name), _rows_of(granulated_df, name), signs,
+                        scores(table, indicators, signs, target),
+                        indicator_notes(part, indicators))
+        parts.append(with_dataset(frame, name))
+    return pd.concat(parts, ignore_index=True)
