@@ -15,7 +15,10 @@ SNAPSHOT_STORE = f"results/shards/{{shard}}/snapshots-{stable_hash(SNAPSHOT_SETT
 # The modules each snapshot metric's results depend on (its declaration's code).
 SNAPSHOT_CODE = {m: registry.code_modules(m) for m in ALL_METRICS if METRICS[m].snapshots}
 SNAPSHOT_CATEGORY = "Metrics along training"
-SNAPSHOT_FIGURE = figure_outputs("snapshots", category=SNAPSHOT_CATEGORY)
+# The conditioning figures (workflow_src/figures/conditioning.py) when it is measured.
+SNAPSHOT_FIGURES = ["snapshots", *(["conditioning_vs_width", "conditioning_along_training"]
+                                   if "conditioning" in SNAPSHOT_METRICS else [])]
+SNAPSHOT_FIGURE = figure_outputs(*SNAPSHOT_FIGURES, category=SNAPSHOT_CATEGORY)
 
 
 rule measure_snapshots:
@@ -50,12 +53,14 @@ rule plot_snapshots:
     input:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
         code=package_files("snapshots", "aggregate", "registry", "integrity", "figures/common",
-                           "figures/theme", "figures/studies", "figures/snapshots"),
+                           "figures/theme", "figures/studies", "figures/snapshots",
+                           "figures/conditioning"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
         color_by=config["plots"]["color_by"],
         size={key: config["plots"][key] for key in ("width", "height")},
         figures=figure_dir,
+        figures_drawn=SNAPSHOT_FIGURES,
     log:
         f"{STUDY_DIR}/logs/plot_snapshots.log",
     conda:

@@ -19,7 +19,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     log(f"{table['run_id'].nunique()} networks x {table['step'].nunique()} steps; "
         f"indicators {indicator_columns(table)}; "
         f"sources {table['source'].value_counts().to_dict()}")
-    draw_figures(sm, ["snapshots"], log, StudyData(snapshots=lambda: table),
+    draw_figures(sm, sm.params.figures_drawn, log, StudyData(snapshots=lambda: table),
                  {"snapshots": sm.output.table},
                  options={"color_by": sm.params.color_by, **sm.params.size})
     seal_job(sm)

@@ -30,8 +30,9 @@ class _Lazy:
         return getattr(import_module(f"{__package__}.{self._name}"), attr)
 
 
-bounds, indicators, keskar, sensitivity, studies, snapshots = (
-    _Lazy(n) for n in ("bounds", "indicators", "keskar", "sensitivity", "studies", "snapshots"))
+bounds, conditioning, indicators, keskar, sensitivity, studies, snapshots = (
+    _Lazy(n) for n in ("bounds", "conditioning", "indicators", "keskar", "sensitivity",
+                       "studies", "snapshots"))
 
 
 class StudyData:
@@ -137,6 +138,11 @@ FIGURES: dict[str, Figure] = {
     "double_descent": Figure(("networks",), ("n_train", *SIZE), lambda d, o: (
         studies.double_descent_chart(d.networks, o["n_train"], o["width"], o["height"]))),
     "snapshots": Figure(("snapshots",), ("color_by", *SIZE), _snapshots),
+    "conditioning_vs_width": Figure(("snapshots",), SIZE, lambda d, o: (
+        conditioning.conditioning_vs_width_chart(d.snapshots, o["width"], o["height"]))),
+    "conditioning_along_training": Figure(("snapshots",), SIZE, lambda d, o: (
+        conditioning.conditioning_along_training_chart(d.snapshots, o["width"],
+                                                       o["height"]))),
 }
 
 
