@@ -8,13 +8,15 @@ from workflow_src.figures.catalogue import options as figure_options
 
 FIGURE_CODE = ("figures/common", "figures/output", "figures/theme", "figures/catalogue",
                "figures/job", "figures/sensitivity", "figures/bounds", "figures/indicators",
-               "figures/studies", "figures/keskar", "figures/snapshots", "metrics/bounds",
+               "figures/studies", "figures/keskar", "figures/snapshots", "figures/eigenlearning",
+               "metrics/bounds",
                "stats/tables", "stats/summary", "stats/datasets", "integrity", "runtable")
 INDICATOR_CATEGORY = "Which indicators track the gap"
 
 METRIC_FIGURES = ["jacobian_vs_gap", "jacobian_by_correctness", "jacobian_vs_loss",
                   "loss_bounds", "indicators_vs_gap"]
 ELLIPSE_FIGURES = ["ellipse_profile", "ellipse_kinds"] if ENABLED["ellipses"] else []
+EIGENLEARNING_FIGURES = ["eigenlearning"] if ENABLED["eigenlearning"] else []
 
 
 rule plot_metrics:
@@ -24,6 +26,7 @@ rule plot_metrics:
         **figure_outputs("indicators_vs_gap", category=INDICATOR_CATEGORY),
         **figure_outputs("loss_bounds", category="Loss bounds"),
         **figure_outputs(*ELLIPSE_FIGURES, category=ELLIPSE_CATEGORY),
+        **figure_outputs(*EIGENLEARNING_FIGURES, category="NTK eigenlearning"),
         seal=study_seal("plot_metrics"),
     input:
         metrics=rules.aggregate.output.metrics,
@@ -31,8 +34,9 @@ rule plot_metrics:
         **(sealed(rules.paired, "ellipses") if ENABLED["ellipses"] else {}),
         code=package_files(*FIGURE_CODE),
     params:
-        figures_drawn=METRIC_FIGURES + ELLIPSE_FIGURES,
-        options=figure_options(config["plots"], METRIC_FIGURES + ELLIPSE_FIGURES),
+        figures_drawn=METRIC_FIGURES + ELLIPSE_FIGURES + EIGENLEARNING_FIGURES,
+        options=figure_options(config["plots"],
+                               METRIC_FIGURES + ELLIPSE_FIGURES + EIGENLEARNING_FIGURES),
         figures=figure_dir,
     log:
         f"{STUDY_DIR}/logs/plot_metrics.log",

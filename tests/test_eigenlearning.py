@@ -195,3 +195,36 @@ def test_measure_is_the_formulas_on_the_ntk_of_the_pool():
     assert float(out["eigenlearning_n_train"]) == 5 and float(out["eigenlearning_n_pool"]) == 20
     assert measure_module.training_points(4, 0.01) == 1
     assert measure_module.training_points(4, 0.5) == 2
+
+
+# --- the figure ----------------------------------------------------------------------------
+
+def figure_dataset(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    measured = rng.uniform(0.5, 1.0, (2, n))
+    data = {"test_acc": ("run", rng.uniform(0.5, 0.9, n))}
+    for i, suffix in enumerate(("", "_init")):
+        data[f"eigenlearning_predicted_mse{suffix}"] = ("run", measured[i] * (1 + 0.1 * i))
+        data[f"eigenlearning_measured_mse{suffix}"] = ("run", measured[i])
+        data[f"eigenlearning_measured_mse_se{suffix}"] = ("run", np.full(n, 0.01))
+    return xr.Dataset(data, coords={"run_id": ("run", [f"r{i}" for i in range(n)])})
+
+
+def test_figure_agreement_and_chart(tmp_path):
+    from workflow_src.figures.catalogue import FIGURES, StudyData
+    from workflow_src.figures.eigenlearning import agreement, eigenlearning_table
+    from workflow_src.figures.output import save
+
+    ds = figure_dataset()
+    found = agreement(eigenlearning_table(ds))
+    trained, initial = found["NTK at the trained weights"], found["NTK at the initial weights"]
+    assert trained[0] == pytest.approx(1.0) and trained[1] == pytest.approx(0.0)
+    assert initial[0] == pytest.approx(1.0) and initial[1] == pytest.approx(0.1)
+    assert initial[2] == 12
+    opts = {"width": 200, "height": 150}
+    save(FIGURES["eigenlearning"].build(StudyData(metrics=lambda: ds), opts),
+         str(tmp_path / "eigenlearning"))
+    assert (tmp_path / "eigenlearning.png").stat().st_size > 1000
+    without = ds.drop_vars([v for v in ds.data_vars if v.startswith("eigenlearning")])
+    chart = FIGURES["eigenlearning"].build(StudyData(metrics=lambda: without), opts)
+    assert "enable measure.eigenlearning" in chart.to_json()

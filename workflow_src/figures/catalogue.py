@@ -30,9 +30,9 @@ class _Lazy:
         return getattr(import_module(f"{__package__}.{self._name}"), attr)
 
 
-bounds, conditioning, indicators, keskar, sensitivity, studies, snapshots = (
-    _Lazy(n) for n in ("bounds", "conditioning", "indicators", "keskar", "sensitivity",
-                       "studies", "snapshots"))
+bounds, conditioning, eigenlearning, indicators, keskar, sensitivity, studies, snapshots = (
+    _Lazy(n) for n in ("bounds", "conditioning", "eigenlearning", "indicators", "keskar",
+                       "sensitivity", "studies", "snapshots"))
 
 
 class StudyData:
@@ -143,6 +143,8 @@ FIGURES: dict[str, Figure] = {
     "conditioning_along_training": Figure(("snapshots",), SIZE, lambda d, o: (
         conditioning.conditioning_along_training_chart(d.snapshots, o["width"],
                                                        o["height"]))),
+    "eigenlearning": Figure(("metrics",), SIZE, lambda d, o: (
+        eigenlearning.eigenlearning_chart(d.metrics, o["width"], o["height"]))),
 }
 
 

@@ -16,7 +16,7 @@ Kernel ridge regression on n points X drawn from μ, f̂(x) = K(x, X) (K(X, X) +
 has, by the framework,
 
     κ > 0 solving  Σ_i λ_i / (λ_i + κ) + δ / κ = n           (eq. (5), the "effective ridge")
-    L_i = λ_i / (λ_i + κ)                                     (learnabilities; Σ L_i = n − δ/κ)
+    L_i = λ_i / (λ_i + κ)                      (learnabilities; Σ L_i = n − δ/κ)
     E₀ = n / (n − Σ_i L_i²)                                   (the overfitting coefficient)
     test MSE  = E₀ (Σ_i (1 − L_i)² v_i² + ε²)                 (over μ, eq. (9))
     train MSE = (δ / (n κ))² · test MSE
