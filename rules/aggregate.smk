@@ -14,6 +14,7 @@ rule aggregate:
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
         stores=[[metric_store(m, shard) for m in MEASURED] for shard in SHARDS],
+        custom=CUSTOM,  # measure.custom: their variables' units and signs (workflow_src/custom.py)
     log:
         f"{STUDY_DIR}/logs/aggregate.log",
     conda:

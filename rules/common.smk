@@ -64,6 +64,10 @@ def package_files(*modules):
 # re-measures only that metric and two studies with different settings never overwrite each
 # other. What each metric is, its settings and its switch: its module in workflow_src/measures/,
 # read by workflow_src/registry.py without importing torch.
+# The indicators a user brings (measure.custom, workflow_src/custom.py) are metrics too,
+# measured after the built-in ones; their modules are found and read here, not imported.
+CUSTOM = config["measure"]["custom"]
+registry.use_custom(CUSTOM)
 METRICS = registry.metrics()  # name -> its declaration, in measuring order
 # Every metric, in the order the job measures them and aggregate reads a shard's stores (the
 # Jacobian's first).

@@ -18,6 +18,7 @@ rule measure:
         metrics={m: METRIC_SETTINGS[m] for m in MEASURED},
         stores=lambda wildcards: {m: metric_store(m, wildcards.shard) for m in MEASURED},
         runs=shard_runs,
+        custom=CUSTOM,  # measure.custom: the job's registry reads their declarations
     log:
         "results/logs/measure/{shard}.log",
     threads: config["training"]["threads"]

@@ -276,6 +276,12 @@ def _check_semantics(config: dict) -> None:
             f"config key measure.n_points: {config['measure']['n_points']} exceeds "
             f"data.n_test = {data['n_test']}; lower measure.n_points or raise data.n_test"
         )
+    try:  # measure.custom: each callable's module found and its declaration read, no import
+        from .custom import declare_all
+        declare_all(config["measure"]["custom"],
+                    {name: m for name, m in registry.metrics().items() if m.custom is None})
+    except registry.DeclarationError as err:
+        raise ConfigError(str(err)) from None
 
 
 # --- The checker the Makefile runs before Snakemake ------------------------------------------

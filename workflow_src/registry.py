@@ -53,6 +53,9 @@ Declaration keys (``REQUIRED`` and ``OPTIONAL``):
                points, 1 thread): the SLURM runtime request of the measuring job
   snapshots    true if measure.snapshots can measure it along training
   measure      the name of the module's function that measures one network
+
+Indicators a user brings (``measure.custom``, workflow_src/custom.py) join the registry at
+run time through ``use_custom``, as metrics whose ``custom`` field holds their entry.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class Metric:
     cost: float
     snapshots: bool
     measure: str
+    custom: dict | None = None  # measure.custom's entry, resolved (workflow_src/custom.py)
 
     @property
     def metric_needs(self) -> tuple:
@@ -180,9 +184,24 @@ def _metric(path: Path) -> Metric:
                   snapshots=bool(d["snapshots"]), measure=d["measure"])
 
 
+_CUSTOM: dict[str, Metric] = {}  # the study's measure.custom (use_custom), measured last
+
+
+def use_custom(entries: list) -> dict[str, Metric]:
+    """Make the indicators of measure.custom ``entries`` metrics of the registry (replacing
+    those of a previous call); raises DeclarationError naming the entry and the fix."""
+    from .custom import declare_all
+
+    global _CUSTOM
+    _CUSTOM = declare_all(entries or [], {n: m for n, m in metrics().items() if not m.custom})
+    for cached in (metrics, _variables, code_sha):
+        cached.cache_clear()
+    return dict(_CUSTOM)
+
+
 @functools.cache
 def metrics(folder: Path = MEASURES) -> dict[str, Metric]:
-    """name -> Metric for every module of ``folder``, in measuring order."""
+    """name -> Metric for every module of ``folder``, in measuring order, then use_custom's."""
     found = [_metric(path) for path in sorted(Path(folder).glob("*.py"))
              if not path.name.startswith("_")]
     ordered = {m.name: m for m in sorted(found, key=lambda m: (m.order, m.name))}
@@ -194,7 +213,7 @@ def metrics(folder: Path = MEASURES) -> dict[str, Metric]:
             if list(ordered).index(need) > list(ordered).index(metric.name):
                 raise DeclarationError(f"metric module {metric.path}: needs metric:{need}, "
                                        f"which must come first (a lower order)")
-    return ordered
+    return {**ordered, **_CUSTOM}
 
 
 def metric(name: str) -> Metric:
@@ -248,6 +267,8 @@ def settings(name: str, config: dict) -> dict:
     """The settings ``name``'s measure function gets: each setting (but the switch) as the
     study sets it, capped (at_most)."""
     m = metric(name)
+    if m.custom is not None:
+        return importlib.import_module(f"{__package__}.custom").settings(m, config)
     section = config["measure"].get(m.section, {}) if m.section else {}
     out = {}
     for key, setting in m.settings.items():
@@ -263,6 +284,8 @@ def settings(name: str, config: dict) -> dict:
 def hashed_settings(name: str, settings: dict) -> dict:
     """What of ``settings`` (from settings()) names the store: bookkeeping at its default,
     a setting left out at its omit value."""
+    if metric(name).custom is not None:
+        return dict(settings)  # all of it: the entry's settings and the callable's source
     out = {}
     for key, value in settings.items():
         rule = metric(name).settings[key].get("hash", True)
@@ -295,7 +318,7 @@ def code_modules(name: str) -> list[str]:
     """The modules ``name``'s results depend on (workflow_src-relative, without .py): its
     own, its declared code, the networks' (COMMON_CODE) and those of the metrics it needs."""
     m = metric(name)
-    modules = {f"measures/{m.name}", *m.code, *COMMON_CODE}
+    modules = {*m.code, *COMMON_CODE} | ({f"measures/{m.name}"} if m.custom is None else set())
     for need in m.metric_needs:
         modules.update(code_modules(need))
     return sorted(modules)
@@ -318,12 +341,16 @@ def code_sha(name: str) -> str:
         source = (_source_without_declaration(path) if module.startswith("measures/")
                   else path.read_bytes())
         sha.update(module.encode() + b"\0" + source + b"\0")
+    if metric(name).custom is not None:  # and the callable's module
+        sha.update(metric(name).custom["source"].encode())
     return sha.hexdigest()[:16]
 
 
 def load(name: str):
     """The function that measures one network (imports the metric's module: torch)."""
     m = metric(name)
+    if m.custom is not None:
+        return importlib.import_module(f"{__package__}.custom").measure_function(m)
     return getattr(importlib.import_module(m.module), m.measure)
 
 

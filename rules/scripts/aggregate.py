@@ -7,9 +7,11 @@ from workflow_src.adapter import code_version, logged  # noqa: E402
 from workflow_src.aggregate import build_metrics  # noqa: E402
 from workflow_src.integrity import open_store, read_all, read_record  # noqa: E402
 from workflow_src.integrity import write_store  # noqa: E402
+from workflow_src.registry import use_custom  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
+    use_custom(sm.params.custom)  # the indicators of measure.custom join the registry
     # Every input checked as it is read, before any is combined: one error lists all damaged
     # files, and no statistic is ever computed from a store with missing or changed chunks.
     # A shard's training record carries its members' summaries (and vouches for their

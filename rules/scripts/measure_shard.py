@@ -6,10 +6,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 from workflow_src.adapter import logged  # noqa: E402
 from workflow_src.measure_shard import measure_job  # noqa: E402
+from workflow_src.registry import use_custom  # noqa: E402
 from workflow_src.runtable import RunSpec  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
+    use_custom(sm.params.custom)  # the indicators of measure.custom join the registry
     runs = [RunSpec.from_dict(raw) for raw in sm.params.runs]
     data_stores = {key.removeprefix("data_"): path for key, path in sm.input.items()
                    if key.startswith("data_")}
