@@ -280,8 +280,8 @@ def test_the_checker_names_file_line_and_column_and_needs_no_torch(tmp_path):
 @pytest.mark.parametrize("value, expected", [
     ({"width": -1}, "invalid configuration: config key grid.width[0]: -1 is less than the "
                     "minimum of 1"),
-    ({"depth": [1, 0]}, "invalid configuration: config key grid.depth[1]: 0 is less than the "
-                        "minimum of 1"),
+    ({"depth": [1, -1]}, "invalid configuration: config key grid.depth[1]: -1 is less than "
+                         "the minimum of 0"),
 ])
 def test_the_snakefile_prints_the_key_first_without_a_traceback(tmp_path, value, expected):
     """What a user sees of a bad value: the line naming the key first (after Snakemake's

@@ -33,7 +33,8 @@ OTHER_RUN = {"width": 32, "depth": 2, "activation": "tanh", "bias": False, "opti
              "target_train_acc": 0.99, "max_steps": 11, "eval_every": 6, "architecture": "wrn",
              "batch_norm": True, "momentum": 0.5, "weight_decay": 1e-4,
              "lr_schedule": "exponential", "lr_decay": 0.9, "lr_milestones": (5,),
-             "lr_gamma": 0.5, "mixed_precision": True}
+             "lr_gamma": 0.5, "mixed_precision": True, "loss": "squared",
+             "stop_at_target": False}
 
 
 def test_every_field_of_the_specs_is_tested_below():
@@ -120,7 +121,7 @@ def test_the_order_of_axes_values_and_blocks_does_not_change_the_runs():
 
 # The modules whose source determines a trained network (checkpoints.py only resumes it,
 # bit for bit: tests/test_checkpoints.py; its own digest is in every checkpoint's identity).
-NETWORK_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py", "cnns.py")
+NETWORK_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py", "cnns.py", "losses.py")
 ARCHITECTURES = ("mlp", "wrn", "alexnet_small", "inception_small")
 
 
@@ -206,9 +207,10 @@ def test_membership_does_not_depend_on_the_order_of_the_run_table():
 
 STACK_FIELDS = {"width": 32, "depth": 2, "activation": "tanh", "bias": False,
                 "optimizer": "rmsprop", "batch_size": 10, "augment": True,
-                "architecture": "wrn", "batch_norm": True}
+                "architecture": "wrn", "batch_norm": True, "loss": "squared"}
 SHAREABLE = {"seed": 9, "learning_rate": 0.5, "max_steps": 11, "weight_decay": 1e-4,
-             "lr_schedule": "exponential", "data": replace(DATA, label_noise=0.5)}
+             "lr_schedule": "exponential", "data": replace(DATA, label_noise=0.5),
+             "stop_at_target": False}
 
 
 def test_every_stack_setting_is_tested_below():

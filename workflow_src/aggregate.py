@@ -17,7 +17,7 @@ import xarray as xr
 from . import registry
 from .runtable import HYPERPARAMETERS, stable_hash
 
-PER_RUN = ("train_acc", "test_acc", "gap", "steps", "status")
+PER_RUN = ("train_acc", "test_acc", "gap", "steps", "status", "fit_step")
 # Units of the per-network training results; every metric variable's units, its expected
 # sign (+1: a larger value goes with a larger gap; -1: a smaller one) and the variable that
 # says whether its optimizer converged come from its metric's declaration (workflow_src/
@@ -26,6 +26,7 @@ PER_RUN = ("train_acc", "test_acc", "gap", "steps", "status")
 UNITS = {
     "train_acc": "fraction (training labels as trained on)", "test_acc": "fraction",
     "gap": "fraction (train_acc - test_acc)", "steps": "optimizer updates",
+    "fit_step": "optimizer updates (first evaluation reaching target_train_acc; NaN: never)",
 }
 
 
@@ -76,7 +77,8 @@ def build_metrics(runs: dict[str, dict], summaries: list[dict], stores: list[lis
            for name in HYPERPARAMETERS},
     )
     for name in PER_RUN:
-        values = [s[name] for s in summaries]
+        # (.get: shard records written before fit_step existed have none: NaN)
+        values = [s.get(name) for s in summaries]
         ds[name] = ("run", np.array(values, dtype=str if name == "status" else float))
     ds["steps"] = ds["steps"].astype(int)
     for name in ds.data_vars:

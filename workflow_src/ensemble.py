@@ -3,9 +3,10 @@
 Member k is exactly the network ``train.train`` would train alone: the same initial weights
 (``build_model(spec, seed)``), its own generator for batch order and augmentation, seeded
 and drawn from in ``train.train``'s order, its own learning rate, dataset (label noise and
-pixel corruptions may differ) and stopping rule (target, max_steps, eval_every). What the
-members share is what makes their tensors stack: architecture, optimizer kind, batch size,
-augmentation on or off, input shape and the sizes of both splits.
+pixel corruptions may differ) and stopping rule (target, max_steps, eval_every,
+stop_at_target). What the members share is what makes their tensors stack: architecture,
+optimizer kind, batch size, augmentation on or off, the loss, input shape and the sizes of
+both splits.
 
 Each parameter is stacked over members, a weight as (K, out, in), and the layers run as
 batched matmuls. The optimizers are torch.optim's update rules written out with a (K,)
@@ -32,10 +33,10 @@ import time
 from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 import xarray as xr
 
 from .checkpoints import CheckpointStore, stop_requested
+from .losses import per_point_loss
 from .models import ACTIVATIONS, MLP, ModelSpec, build_model
 from .runtable import RunSpec
 from .train import (
@@ -55,7 +56,7 @@ from .train import (
 
 # Run settings all members must share for their tensors to stack.
 SHARED_SETTINGS = ("width", "depth", "activation", "bias", "optimizer", "batch_size",
-                   "augment", "architecture", "batch_norm")
+                   "augment", "architecture", "batch_norm", "loss")
 # What the stacked update rules implement: today's MLPs, optimizers and augmentation. Other
 # runs (CNNs, L-BFGS, weight decay, schedules, a momentum other than 0.9, crops) train one
 # after another, with the same numbers.
@@ -391,7 +392,7 @@ class _StackedTraining:
                             for k in self.active])
 
     def batch_losses(self, idx: torch.Tensor) -> torch.Tensor:
-        """Each active member's mean cross-entropy on its batch idx[r] (B points): (A,)."""
+        """Each active member's mean loss (the runs' loss) on its batch idx[r] (B points): (A,)."""
         member = self.data.member_data[:, None]  # (A, 1)
         xb = self.data.x_train[member, idx]  # (A, B, C, H, W)
         if self.runs[0].augment:
@@ -401,8 +402,7 @@ class _StackedTraining:
             xb = apply_augmentation(xb.flatten(0, 1), dy, dx, flip).view_as(xb)
         logits = stacked_forward(self.params, self.spec, xb)  # (A, B, classes)
         yb = self.data.y_train[member, idx]  # (A, B)
-        per_point = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
-        return per_point.view(idx.shape).mean(1)
+        return per_point_loss(self.runs[0].loss, logits, yb).mean(1)
 
     def after_update(self, step: int) -> None:
         """Evaluate the members whose eval_every or max_steps falls on this step; stop those
@@ -435,7 +435,7 @@ class _StackedTraining:
                 k = self.active[row]
                 for name, param in self.models[k].named_parameters():
                     param.copy_(self.params[name][row])
-                self.results[k] = finish(status, step, self.curves[k], finals[row])
+                self.results[k] = finish(self.runs[k], status, step, self.curves[k], finals[row])
         self.params = {name: p.detach()[keep].requires_grad_() for name, p in self.params.items()}
         self.optimizer.select(keep)
         self.data.select(keep)
@@ -452,14 +452,16 @@ class _StackedTraining:
         member = self.data.member_data[index]
         train_loss, train_correct = self._split(params, self.data.x_train, self.data.y_train,
                                                 member)
-        _, test_correct = self._split(params, self.data.x_test, self.data.y_test, member)
+        test_loss, test_correct = self._split(params, self.data.x_test, self.data.y_test,
+                                              member)
         seconds = time.perf_counter() - self.start
         n_train, n_test = self.data.x_train.shape[1], self.data.x_test.shape[1]
-        return [Checkpoint(step, loss, c_train, n_train, c_test, n_test, seconds)
-                for loss, c_train, c_test in zip(train_loss, train_correct, test_correct)]
+        return [Checkpoint(step, loss, c_train, n_train, c_test, n_test, seconds, t_loss)
+                for loss, c_train, c_test, t_loss
+                in zip(train_loss, train_correct, test_correct, test_loss)]
 
     def _split(self, params, x, y, member) -> tuple[list[float], list[int]]:
-        """Mean cross-entropy (nats) and correct count of each member on its split:
+        """Mean loss (the runs' loss) and correct count of each member on its split:
         x (U, N, ...), y (U, N), member (A,) which dataset each member uses."""
         n, d = x.shape[1], self.spec.input_dim
         chunk = max(1, min(EVAL_CHUNK, EVAL_BUDGET // (len(member) * d)))
@@ -469,8 +471,6 @@ class _StackedTraining:
             logits = stacked_forward(params, self.spec, x[member, start:start + chunk])
             yb = y[member, start:start + chunk]  # (A, c)
             # float64 as in train.evaluate, so both give a member the same learning curve.
-            per_point = F.cross_entropy(logits.flatten(0, 1).double(), yb.flatten(),
-                                        reduction="none")
-            loss_sum += per_point.view(yb.shape).sum(1)
+            loss_sum += per_point_loss(self.runs[0].loss, logits.double(), yb).sum(1)
             correct += (logits.argmax(2) == yb).sum(1)
         return (loss_sum / n).tolist(), correct.tolist()

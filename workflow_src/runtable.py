@@ -19,7 +19,8 @@ REQUIRED_AXES = (
     "dataset", "corruption", "label_noise", "width", "depth", "activation", "bias",
     "optimizer", "learning_rate", "batch_size", "augment", "seed",
 )
-OPTIONAL_AXES = ("architecture", "batch_norm", "momentum", "weight_decay", "lr_schedule")
+OPTIONAL_AXES = ("architecture", "batch_norm", "momentum", "weight_decay", "lr_schedule",
+                 "loss_function")
 HYPERPARAMETERS = (*REQUIRED_AXES, *OPTIONAL_AXES)
 
 ARCHITECTURES = ("mlp", "alexnet_small", "inception_small", "wrn")
@@ -29,6 +30,9 @@ FIXED_SIZE = ("alexnet_small", "inception_small")
 FIXED_BATCH_NORM = {"mlp": False, "alexnet_small": False, "wrn": True}
 FULL_BATCH_OPTIMIZERS = ("gd", "lbfgs")
 LR_SCHEDULES = ("constant", "exponential", "multistep")
+# The training losses (workflow_src/losses.py). The grid axis is ``loss_function`` (the
+# RunSpec field ``loss``): the metrics store already has a per-point variable ``loss``.
+LOSSES = ("cross_entropy", "squared")
 MOMENTUM_DEFAULT = 0.9  # the momentum optimizer's coefficient unless the grid sets one
 
 # (C, H, W) of one input of each dataset, as stage 1 stores it (tests/test_acquire.py).
@@ -64,7 +68,7 @@ def architecture_problem(architecture: str, input_shape, width: int, depth: int)
 LEGACY_DEFAULTS = {
     "architecture": "mlp", "batch_norm": False, "momentum": None, "weight_decay": 0.0,
     "lr_schedule": "constant", "lr_decay": None, "lr_milestones": (), "lr_gamma": None,
-    "mixed_precision": False,
+    "mixed_precision": False, "loss": "cross_entropy", "stop_at_target": True,
 }
 
 
@@ -119,6 +123,10 @@ class RunSpec:
     lr_milestones: tuple[int, ...] = ()  # multistep: the steps after which the rate drops
     lr_gamma: float | None = None  # multistep: factor at each milestone
     mixed_precision: bool = False  # forward and backward under bfloat16 autocast (train.py)
+    loss: str = "cross_entropy"  # LOSSES (losses.py); the grid axis loss_function
+    # False: train for exactly max_steps whatever the training accuracy (a fixed budget);
+    # the step at which the network first fitted is recorded as fit_step either way.
+    stop_at_target: bool = True
 
     @property
     def id(self) -> str:
@@ -145,6 +153,7 @@ class RunSpec:
         # in for the network's seed, the grid's `seed` axis.
         values = {**asdict(self.data), **{f.name: getattr(self, f.name) for f in fields(self)}}
         values["momentum"] = self.effective_momentum  # a number for every run, NaN-free
+        values["loss_function"] = self.loss
         return {name: values[name] for name in HYPERPARAMETERS}
 
     def to_dict(self) -> dict:
@@ -179,7 +188,8 @@ def build_run_table(config: dict) -> dict[str, RunSpec]:
         # apply to a network (width for alexnet_small, momentum for adam) is ignored for it,
         # so a block's product never makes two runs that would train the same network.
         block = {"architecture": ["mlp"], "batch_norm": [None], "momentum": [None],
-                 "weight_decay": [0.0], "lr_schedule": ["constant"], **block}
+                 "weight_decay": [0.0], "lr_schedule": ["constant"],
+                 "loss_function": ["cross_entropy"], **block}
         block.setdefault("width", [0])  # left out only where no network needs it
         block.setdefault("depth", [0])
         for point in expand_grid(block):
@@ -192,9 +202,11 @@ def build_run_table(config: dict) -> dict[str, RunSpec]:
             )
             architecture = point["architecture"]
             fixed_size = architecture in FIXED_SIZE
+            # A depth-0 mlp is a linear classifier: no hidden layer, so no width (0).
+            linear = architecture == "mlp" and point["depth"] == 0
             schedule = point["lr_schedule"]
             run = RunSpec(
-                data=data, width=0 if fixed_size else point["width"],
+                data=data, width=0 if fixed_size or linear else point["width"],
                 depth=0 if fixed_size else point["depth"],
                 activation=point["activation"], bias=point["bias"],
                 optimizer=point["optimizer"], learning_rate=float(point["learning_rate"]),
@@ -216,6 +228,8 @@ def build_run_table(config: dict) -> dict[str, RunSpec]:
                 lr_gamma=float(train_cfg["lr_gamma"]) if schedule == "multistep" else None,
                 # (.get: run tables are also built from configs not yet validated)
                 mixed_precision=bool(train_cfg.get("mixed_precision", False)),
+                loss=point["loss_function"],
+                stop_at_target=bool(train_cfg.get("stop_at_target", True)),
             )
             runs.setdefault(run.id, run)
     return runs

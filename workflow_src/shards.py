@@ -33,7 +33,7 @@ from .runtable import RunSpec, stable_hash
 # follows from the dataset and the split sizes). Kept here, not imported from ensemble, so
 # that planning never imports torch; tests/test_shards.py checks the two agree.
 STACK_SETTINGS = ("width", "depth", "activation", "bias", "optimizer", "batch_size", "augment",
-                  "architecture", "batch_norm")
+                  "architecture", "batch_norm", "loss")
 DATA_SHAPE = ("dataset", "n_train", "n_test")
 # shards.size: auto. A shard should be large enough that one process start-up (~5 s on a
 # laptop core) is small next to its members' work (~2-5 s each on a CPU; far less on a GPU,

@@ -1,10 +1,15 @@
-"""Stage 3: train one network until it fits its training set or runs out of steps.
+"""Stage 3: train one network until it fits its training set or runs out of steps, or,
+with ``stop_at_target`` false, for exactly its ``max_steps`` (a fixed budget).
 
 The whole dataset sits on the device as one tensor; a batch is a slice of a ``randperm``
 drawn from the run's own generator, and augmentation works on whole batches with tensor
 ops (the airbench pattern). Full-batch ``gd`` uses the whole training set in its stored
 order at every step. A network that misses the target accuracy is kept and marked
-``unconverged``; a non-finite loss stops it as ``diverged`` without stopping the study.
+``unconverged``; a non-finite loss stops it as ``diverged`` without stopping the study. A
+fixed-budget network ends ``converged`` if its final training accuracy reaches the target,
+else ``unconverged``; either way ``fit_step`` is the first evaluation after an update at
+which the training accuracy reached the target (None: never). The loss is the run's
+(``RunSpec.loss``, workflow_src/losses.py); the curve's losses are that loss.
 
 Accuracies and the gap come from integer counts, so two networks with equal counts get
 bit-equal numbers (Kendall's tau must see a tie as a tie). The network takes the dtype of
@@ -25,6 +30,7 @@ import xarray as xr
 from torch import nn
 
 from .checkpoints import CheckpointStore, stop_requested
+from .losses import batch_loss, per_point_loss
 from .models import ModelSpec, build_model
 from .runtable import RunSpec
 
@@ -43,9 +49,12 @@ class TrainResult:
     n_train: int
     test_correct: int
     n_test: int
-    train_loss: float  # mean cross-entropy on the training set, nats
+    train_loss: float  # mean training loss (the run's loss) on the training set
     seconds: float
-    curve: list[dict] = field(default_factory=list)  # step, train_loss, train_acc, test_acc, seconds
+    # step, train_loss, test_loss, train_acc, test_acc, seconds
+    curve: list[dict] = field(default_factory=list)
+    fit_step: int | None = None  # first evaluation after an update reaching the target
+    loss: str = "cross_entropy"  # the loss trained with, of train_loss and the curve
 
     @property
     def train_acc(self) -> float:
@@ -74,9 +83,10 @@ class Checkpoint:
     test_correct: int
     n_test: int
     seconds: float
+    test_loss: float = float("nan")
 
     def curve_point(self) -> dict:
-        return {"step": self.step, "train_loss": self.train_loss,
+        return {"step": self.step, "train_loss": self.train_loss, "test_loss": self.test_loss,
                 "train_acc": self.train_correct / self.n_train,
                 "test_acc": self.test_correct / self.n_test, "seconds": self.seconds}
 
@@ -194,25 +204,27 @@ def batch_generator(run: RunSpec, device) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-    """(mean cross-entropy in nats, number of correctly classified points) over a whole
-    split, EVAL_CHUNK points per forward pass, in eval mode (batch norm's running
-    statistics, as the network is measured); the model's mode is restored after."""
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy"
+             ) -> tuple[float, int]:
+    """(mean ``loss`` over the points (losses.py; cross-entropy in nats by default),
+    number of correctly classified points) over a whole split, EVAL_CHUNK points per
+    forward pass, in eval mode (batch norm's running statistics, as the network is
+    measured); the model's mode is restored after."""
     was_training = model.training
     model.eval()
     try:
-        return _evaluate(model, x, y)
+        return _evaluate(model, x, y, loss)
     finally:
         model.train(was_training)
 
 
-def _evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+def _evaluate(model, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[float, int]:
     total_loss, total_correct = 0.0, 0
     for start in range(0, x.shape[0], EVAL_CHUNK):
         logits = model(x[start:start + EVAL_CHUNK])
         yb = y[start:start + EVAL_CHUNK]
         # float64: a fitted network's per-point losses (~1e-8 and below) vanish in float32.
-        total_loss += F.cross_entropy(logits.double(), yb, reduction="sum").item()
+        total_loss += per_point_loss(loss, logits.double(), yb).sum().item()
         total_correct += int((logits.argmax(1) == yb).sum().item())
     return total_loss / x.shape[0], total_correct
 
@@ -257,7 +269,7 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
     scheduled = run.lr_schedule != "constant"
 
     def checkpoint(at_step: int) -> Checkpoint:
-        return _checkpoint(model, x_train, y_train, x_test, y_test, at_step, start)
+        return _checkpoint(model, x_train, y_train, x_test, y_test, at_step, start, run.loss)
 
     saved = checkpoints.load() if checkpoints is not None else None
     if saved is not None:
@@ -290,10 +302,10 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
                 group["lr"] = learning_rate_at(run, step, steps_per_epoch)
         if run.optimizer == "lbfgs":
             loss = lbfgs_step(model, optimizer, xb, yb, run.weight_decay,
-                              lambda: forward_precision(run, device))
+                              lambda: forward_precision(run, device), run.loss)
         else:
             with forward_precision(run, device):
-                loss = F.cross_entropy(model(xb), yb)
+                loss = batch_loss(run.loss, model(xb), yb)
         if not torch.isfinite(loss):
             status = "diverged"
             log(f"step {step}: non-finite loss {loss.item()}; stopping as diverged")
@@ -315,7 +327,7 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
         if checkpoints is not None and not last and stop_requested():  # SIGTERM: save, stop
             checkpoints.stop(step, lambda: training_state(step, status, order, cursor, curve,
                                                           model, optimizer, generator, start))
-    return model, finish(status or "unconverged", step, curve, checkpoint(step))
+    return model, finish(run, status or "unconverged", step, curve, checkpoint(step))
 
 
 def forward_precision(run: RunSpec, device: torch.device):
@@ -329,15 +341,15 @@ def forward_precision(run: RunSpec, device: torch.device):
     return nullcontext()
 
 
-def lbfgs_step(model, optimizer, xb, yb, weight_decay: float, precision=nullcontext
-               ) -> torch.Tensor:
+def lbfgs_step(model, optimizer, xb, yb, weight_decay: float, precision=nullcontext,
+               loss_kind: str = "cross_entropy") -> torch.Tensor:
     """One L-BFGS iteration on the batch; returns the loss before it (the line search
     evaluates the loss a few more times). Weight decay enters as (lambda/2) ||w||^2.
     ``precision()`` is the forward pass's context (forward_precision)."""
     def closure():
         optimizer.zero_grad(set_to_none=True)
         with precision():
-            loss = F.cross_entropy(model(xb), yb)
+            loss = batch_loss(loss_kind, model(xb), yb)
         if weight_decay:
             loss = loss + 0.5 * weight_decay * sum((p * p).sum() for p in model.parameters())
         loss.backward()
@@ -380,25 +392,37 @@ def is_eval_step(run: RunSpec, step: int) -> bool:
     return step % run.eval_every == 0 or step == run.max_steps
 
 
+def fits(run: RunSpec, point: Checkpoint) -> bool:
+    """Whether the network of ``point`` reaches the run's target training accuracy."""
+    return point.train_correct / point.n_train >= run.target_train_acc
+
+
 def stop_status(run: RunSpec, point: Checkpoint) -> str | None:
-    """What an evaluation after an update decides: 'diverged', 'converged', or go on."""
+    """What an evaluation after an update decides: 'diverged', 'converged', or go on (a
+    fixed-budget run, stop_at_target false, goes on until max_steps)."""
     if not math.isfinite(point.train_loss):
         return "diverged"
-    if point.train_correct / point.n_train >= run.target_train_acc:
+    if run.stop_at_target and fits(run, point):
         return "converged"
     return None
 
 
-def finish(status: str, step: int, curve: list[Checkpoint], final: Checkpoint) -> TrainResult:
+def finish(run: RunSpec, status: str, step: int, curve: list[Checkpoint],
+           final: Checkpoint) -> TrainResult:
     """The result of a network that stopped after ``step`` updates with ``status``;
-    ``final`` is its evaluation at that point, added to the curve unless already there."""
+    ``final`` is its evaluation at that point, added to the curve unless already there.
+    Out of steps, a network is ``converged`` if ``final`` fits (a fixed budget's end)."""
     if curve[-1].step != step:
         curve.append(final)
     if status != "diverged" and not math.isfinite(final.train_loss):
         status = "diverged"
+    if status == "unconverged" and fits(run, final):
+        status = "converged"
+    fit_step = next((point.step for point in curve if point.step > 0 and fits(run, point)),
+                    None)
     return TrainResult(status, step, final.train_correct, final.n_train, final.test_correct,
                        final.n_test, final.train_loss, final.seconds,
-                       [point.curve_point() for point in curve])
+                       [point.curve_point() for point in curve], fit_step, run.loss)
 
 
 def describe(point: Checkpoint) -> str:
@@ -407,8 +431,8 @@ def describe(point: Checkpoint) -> str:
             f"{values['train_acc']:.4f}, test acc {values['test_acc']:.4f}")
 
 
-def _checkpoint(model, x_train, y_train, x_test, y_test, step, start) -> Checkpoint:
-    train_loss, train_correct = evaluate(model, x_train, y_train)
-    _, test_correct = evaluate(model, x_test, y_test)
+def _checkpoint(model, x_train, y_train, x_test, y_test, step, start, loss) -> Checkpoint:
+    train_loss, train_correct = evaluate(model, x_train, y_train, loss)
+    test_loss, test_correct = evaluate(model, x_test, y_test, loss)
     return Checkpoint(step, train_loss, train_correct, x_train.shape[0], test_correct,
-                      x_test.shape[0], time.perf_counter() - start)
+                      x_test.shape[0], time.perf_counter() - start, test_loss)

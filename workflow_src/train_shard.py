@@ -62,10 +62,11 @@ from .train import train
 # The modules whose code determines a trained network (and so whether one can be reused):
 # every network's, plus cnns.py for the convolutional ones. An MLP's hash leaves cnns.py out,
 # so that editing the CNNs retrains no MLP (and the MLPs keep the hash they had before).
-TRAINING_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py")
+TRAINING_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py", "losses.py")
 CNN_CODE = ("cnns.py",)
 # Keys of a member's summary the shard record repeats, so aggregate reads one file a shard.
-SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "train_correct", "n_train", "test_correct", "n_test")
+SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "fit_step", "train_correct", "n_train",
+                      "test_correct", "n_test")
 
 
 def stack_checkpoints(results: Path, shard: str, runs: list[RunSpec], code_sha: str,
@@ -128,11 +129,16 @@ def save_trained(run: RunSpec, model, result, folder: Path, device, code_sha: st
     pd.DataFrame(result.curve).to_csv(folder / "curve.csv", index=False)
     summary = {
         "run_id": run.id, "status": result.status, "steps": result.steps,
+        # The first evaluation after an update at which the training accuracy reached the
+        # target (null: never), whether training stopped there or went on (stop_at_target).
+        "fit_step": result.fit_step,
         "train_acc": result.train_acc, "test_acc": result.test_acc, "gap": result.gap,
         # The counts the three fractions come from (each rounded once, so equal counts tie).
         "train_correct": result.train_correct, "n_train": result.n_train,
         "test_correct": result.test_correct, "n_test": result.n_test,
-        "train_loss": result.train_loss, "seconds": result.seconds, "device": str(device),
+        # train_loss is the mean of the loss trained with (losses.py), named by loss_function.
+        "train_loss": result.train_loss, "loss_function": result.loss,
+        "seconds": result.seconds, "device": str(device),
         "torch": torch.__version__, "code_version": code_version(), "code_sha": code_sha,
         "data_sha": data,
     }

@@ -27,7 +27,8 @@ GRID = {"dataset": ["digits", "fashion_mnist"], "corruption": ["none"],
         "activation": ["relu", "hard_tanh"], "bias": [True], "optimizer": ["sgd", "adam"],
         "learning_rate": [0.01], "batch_size": [32, 128], "augment": [False],
         "seed": [0, 1, 2, 3], "architecture": ["mlp"], "batch_norm": [False],
-        "momentum": [0.9], "weight_decay": [0.0], "lr_schedule": ["constant"]}
+        "momentum": [0.9], "weight_decay": [0.0], "lr_schedule": ["constant"],
+        "loss_function": ["cross_entropy"]}
 KINDS = ("random", "different_class", "same_class")
 
 

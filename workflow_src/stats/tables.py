@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 # Per-run variables that describe training, not indicators of generalization.
-BOOKKEEPING = ("train_acc", "test_acc", "gap", "steps", "status")
+BOOKKEEPING = ("train_acc", "test_acc", "gap", "steps", "status", "fit_step")
 
 
 def hyperparameters(ds: xr.Dataset) -> list[str]:
@@ -61,8 +61,8 @@ def network_table(ds: xr.Dataset) -> pd.DataFrame:
     columns: dict[str, np.ndarray] = {"run_id": strings(ds["run_id"])}
     for name in hps:
         columns[name] = ds[name].values
-    for name in BOOKKEEPING:
-        columns[name] = ds[name].values
+    for name in BOOKKEEPING:  # (fit_step: NaN in stores aggregated before it existed)
+        columns[name] = ds[name].values if name in ds else np.full(ds.sizes["run"], np.nan)
     columns["status"] = strings(ds["status"])
     for name in point_indicators(ds):
         columns[name] = _nanmean_over_points(ds[name].values)
