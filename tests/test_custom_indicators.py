@@ -52,6 +52,10 @@ def good(model, data, settings):
     return {{"readout_sum": readout * settings.get("scale", 1), "top_logit": top}}
 
 
+def again(model, data, settings):
+    return {{"readout_again": model.readout.weight.sum()}}
+
+
 def raises(model, data, settings):
     raise ArithmeticError("the indicator diverged")
 
@@ -76,6 +80,8 @@ def extra(model, data, settings):
     return {{"value": 1.0, "surprise": 2.0}}
 '''
 SCALAR = {"value": {"dims": [], "sign": 1, "units": "u", "description": "d"}}
+AGAIN = {"callable": f"{MODULE}:again", "variables": {
+    "readout_again": {"dims": [], "units": "sum", "description": "the readout's sum"}}}
 
 
 def write_module(folder: Path, extra: str = "") -> Path:
@@ -198,7 +204,9 @@ def test_a_declaration_in_the_entry_or_the_module_is_read_without_importing(work
 
 def test_a_custom_indicator_is_measured_stored_reused_and_re_measured_when_edited(
         results, workdir):
-    metrics = custom_metrics(results, {"callable": f"{MODULE}:good", "settings": {"scale": 3}})
+    # good doubles its model's weights after measuring: again, next, gets them as trained
+    metrics = custom_metrics(results, {"callable": f"{MODULE}:good", "settings": {"scale": 3}},
+                             AGAIN)
     record, stores, lines = run_job(results, metrics)
     assert Path(stores["good"]).name.startswith("good-")
     assert integrity.check_store(stores["good"]) == []
@@ -212,8 +220,10 @@ def test_a_custom_indicator_is_measured_stored_reused_and_re_measured_when_edite
             n = metrics["good"]["n_points"]
             with torch.no_grad():
                 top = model(torch.tensor(data["x_test"].values[:n])).amax(dim=1).numpy()
-            assert ds["readout_sum"].values[i] == pytest.approx(
-                3 * float(model.readout.weight.sum()), rel=1e-6)
+            readout = float(model.readout.weight.detach().sum())
+            assert ds["readout_sum"].values[i] == pytest.approx(3 * readout, rel=1e-6)
+            with xr.open_zarr(stores["again"]) as other:
+                assert other["readout_again"].values[i] == pytest.approx(readout, rel=1e-6)
             np.testing.assert_allclose(ds["top_logit"].values[i], top, rtol=1e-6)
     _, _, again = run_job(results, metrics)
     assert any("good: reused" in line for line in again)
@@ -221,12 +231,19 @@ def test_a_custom_indicator_is_measured_stored_reused_and_re_measured_when_edite
     path = workdir / f"{MODULE}.py"
     path.write_text(path.read_text().replace("max logit", "the largest logit"))
     assert custom_metrics(results, {"callable": f"{MODULE}:good",
-                                    "settings": {"scale": 3}}) == metrics
+                                    "settings": {"scale": 3}}, AGAIN) == metrics
     path.write_text(path.read_text() + "\n# an edit of its code\n")
     sys.modules.pop(MODULE, None)
-    edited = custom_metrics(results, {"callable": f"{MODULE}:good", "settings": {"scale": 3}})
+    edited = custom_metrics(results, {"callable": f"{MODULE}:good", "settings": {"scale": 3}},
+                            AGAIN)
     assert edited["good"]["source"] != metrics["good"]["source"]
     _, _, lines = run_job(results, edited)
+    # both functions live in the edited module: both are measured again, norms is not
+    assert [line.split(":")[0] for line in lines if ": to measure:" in line] == [
+        "good", "again"]
+    rescaled = custom_metrics(results, {"callable": f"{MODULE}:good",
+                                        "settings": {"scale": 4}}, AGAIN)
+    _, _, lines = run_job(results, rescaled)
     assert [line.split(":")[0] for line in lines if ": to measure:" in line] == ["good"]
 
 
@@ -275,13 +292,17 @@ def test_a_module_that_cannot_be_imported_is_named_with_the_fix(results, workdir
 
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_the_example_is_measured_and_scored_in_a_tiny_study(tmp_path):
+def test_the_example_is_measured_scored_and_drawn_in_a_tiny_study(tmp_path):
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     config = {**TINY_CONFIG, "measure": {**TINY_CONFIG["measure"], "custom": [
         {"callable": "examples.indicators.spectral:spectral_complexity"}]}}
     target = "results/tiny/stats/summary.csv"
-    done = snakemake(tmp_path, config, target)
+    figures = [f"results/tiny/figures/{stem}.html"
+               for stem in ("indicators_vs_gap", "indicator_ranking")]
+    done = snakemake(tmp_path, config, target, *figures)
     assert done.returncode == 0, done.stderr[-3000:]
+    for figure in figures:  # drawn like the built-in indicators (the spec holds its data)
+        assert "spectral_complexity" in (tmp_path / figure).read_text(), figure
     import pandas as pd
 
     summary = pd.read_csv(tmp_path / target)
