@@ -54,7 +54,7 @@ rule plot_snapshots:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
         code=package_files("snapshots", "aggregate", "registry", "integrity", "figures/common",
                            "figures/theme", "figures/studies", "figures/snapshots",
-                           "figures/conditioning"),
+                           "figures/conditioning", "stats/conditioning"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
         color_by=config["plots"]["color_by"],

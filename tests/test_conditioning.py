@@ -150,7 +150,7 @@ def test_no_change_at_initialisation_and_the_model_is_left_as_it_is():
 
 
 def test_a_singular_kernel_has_infinite_condition_and_no_bound_ratio():
-    """P < nK (a width-1 network: 21 parameters, 30 kernel rows): K singular."""
+    """P < nK (a width-1 network: 23 parameters, 30 kernel rows): K singular."""
     model = network(width=1, depth=1)
     x, y = data(10)
     out = conditioning(model, model, x, y, loss="squared")
@@ -235,3 +235,43 @@ def test_its_settings_are_in_the_config_schema_off_by_default():
     config["measure"]["conditioning"] = {"n_points": 0}
     with pytest.raises(ConfigError, match="measure.conditioning.n_points"):
         validate_config(config)
+
+
+# --- the preset's small variant, end to end ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def conditioning_small(tmp_path_factory):
+    """studies/conditioning.yaml's small variant run end to end; its results folder."""
+    import yaml
+    from workflow_helpers import REPO, snakemake
+
+    workdir = tmp_path_factory.mktemp("conditioning")
+    config = yaml.safe_load((REPO / "studies" / "conditioning.yaml").read_text())
+    result = snakemake(workdir, config, "--config", "scale=small", timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return workdir / "results" / "conditioning-small"
+
+
+@pytest.mark.workflow
+@pytest.mark.presets
+@pytest.mark.slow
+def test_the_small_preset_satisfies_the_pl_bound_at_every_snapshot(conditioning_small):
+    import pandas as pd
+
+    from workflow_src.stats.conditioning import condition_number, findings
+
+    table = pd.read_csv(conditioning_small / "tables" / "snapshots.csv")
+    assert set(table["loss_function"]) == {"squared", "cross_entropy"}
+    assert set(table["optimizer"]) == {"gd", "sgd"}
+    squared = table[table["loss_function"] == "squared"]
+    ratio = squared["conditioning_pl_bound_ratio"]
+    singular = np.isinf(condition_number(squared))
+    assert (ratio[~singular] >= 1 - 1e-9).all() and ratio[singular].isna().all()
+    assert (~singular).any()  # the bound is checked somewhere, not only vacuous
+    assert (table["conditioning_kernel_bound_ratio"].dropna() >= 1 - 1e-9).all()
+    found = findings(table, n_boot=200)
+    assert found["bound"]["below_one"] == 0
+    assert len(found["networks"]) == 8
+    for stem in ("conditioning_vs_width", "conditioning_along_training"):
+        png = conditioning_small / "figures" / f"{stem}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .common import MAX_LINES, MAX_POINTS, log_scale, sample_groups, sample_rows, tooltips
+from ..stats.conditioning import condition_number
 from .studies import _message
 
 MAX_WIDTHS = 4
@@ -52,7 +53,7 @@ def per_network(table: pd.DataFrame) -> pd.DataFrame:
     last = table.sort_values("step_used").groupby("run_id", sort=False).tail(1)
     keep = ["run_id", "width", "seed", GROUP, "final_steps", "status"]
     out = last[[c for c in keep if c in last]].copy()
-    out["condition_init"] = last["conditioning_condition_number_init"].to_numpy()
+    out["condition_init"] = condition_number(last, "_init").to_numpy()
     out["lambda_min_over_trace_init"] = last["conditioning_lambda_min_over_trace_init"].to_numpy()
     out["kernel_change_last"] = last["conditioning_kernel_change"].to_numpy()
     return out.reset_index(drop=True)
