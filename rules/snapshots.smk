@@ -17,7 +17,9 @@ SNAPSHOT_CODE = {m: registry.code_modules(m) for m in ALL_METRICS if METRICS[m].
 SNAPSHOT_CATEGORY = "Metrics along training"
 # The conditioning figures (workflow_src/figures/conditioning.py) when it is measured.
 SNAPSHOT_FIGURES = ["snapshots", *(["conditioning_vs_width", "conditioning_along_training"]
-                                   if "conditioning" in SNAPSHOT_METRICS else [])]
+                                   if "conditioning" in SNAPSHOT_METRICS else []),
+                    # workflow_src/figures/implicit_bias.py
+                    *(["implicit_bias"] if "implicit_bias" in SNAPSHOT_METRICS else [])]
 SNAPSHOT_FIGURE = figure_outputs(*SNAPSHOT_FIGURES, category=SNAPSHOT_CATEGORY)
 
 
@@ -54,7 +56,7 @@ rule plot_snapshots:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
         code=package_files("snapshots", "aggregate", "registry", "integrity", "figures/common",
                            "figures/theme", "figures/studies", "figures/snapshots",
-                           "figures/conditioning", "stats/conditioning"),
+                           "figures/conditioning", "figures/implicit_bias"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
         color_by=config["plots"]["color_by"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -176,3 +177,31 @@ def test_refusals_name_the_fix():
         implicit_bias(torch.nn.Linear(2, 2), torch.zeros(2, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="n_points"):
         svm_direction(THREE[:2], np.array([0, 1]), 3, False)
+
+
+def snapshot_rows():
+    """A snapshot table of a linear classifier whose angle is 0.7 / ln t and an MLP."""
+    steps = np.array([10, 100, 1000, 10000])
+    rows = []
+    for run_id, depth, width in (("lin", 0, 0), ("mlp", 1, 16)):
+        for t in steps:
+            rows.append({"run_id": run_id, "depth": depth, "width": width, "seed": 0,
+                         "step": t, "step_used": t, "source": "checkpoint", "train_acc": 1.0,
+                         "implicit_bias_svm_angle": 0.7 / math.log(t) if depth == 0 else np.nan,
+                         "implicit_bias_normalized_margin": 0.1 * math.log(t),
+                         "implicit_bias_svm_normalized_margin": 1.0 if depth == 0 else np.nan,
+                         "implicit_bias_svm_train_acc": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_figure_draws_both_panels_and_the_reference_recovers_c():
+    from workflow_src.figures.implicit_bias import angle_reference, implicit_bias_chart
+
+    table = snapshot_rows()
+    reference = angle_reference(table)
+    assert (reference["reference"] * np.log(reference["step_used"])).to_numpy() == \
+        pytest.approx(0.7)
+    spec = implicit_bias_chart(table, 200, 150).to_dict()
+    assert len(spec["hconcat"]) == 2
+    empty = implicit_bias_chart(table.iloc[:0], 200, 150).to_dict()
+    assert "No implicit_bias" in str(empty)

@@ -30,9 +30,10 @@ class _Lazy:
         return getattr(import_module(f"{__package__}.{self._name}"), attr)
 
 
-bounds, conditioning, eigenlearning, indicators, keskar, sensitivity, studies, snapshots = (
-    _Lazy(n) for n in ("bounds", "conditioning", "eigenlearning", "indicators", "keskar",
-                       "sensitivity", "studies", "snapshots"))
+bounds, conditioning, eigenlearning, implicit_bias, indicators, keskar, sensitivity, studies, \
+    snapshots = (_Lazy(n) for n in ("bounds", "conditioning", "eigenlearning", "implicit_bias",
+                                    "indicators", "keskar", "sensitivity", "studies",
+                                    "snapshots"))
 
 
 class StudyData:
@@ -143,6 +144,8 @@ FIGURES: dict[str, Figure] = {
     "conditioning_along_training": Figure(("snapshots",), SIZE, lambda d, o: (
         conditioning.conditioning_along_training_chart(d.snapshots, o["width"],
                                                        o["height"]))),
+    "implicit_bias": Figure(("snapshots",), SIZE, lambda d, o: (
+        implicit_bias.implicit_bias_chart(d.snapshots, o["width"], o["height"]))),
     "eigenlearning": Figure(("metrics",), SIZE, lambda d, o: (
         eigenlearning.eigenlearning_chart(d.metrics, o["width"], o["height"]))),
 }
