@@ -23,17 +23,19 @@ RUNS = {
               "depth": 1, "activation": "relu", "bias": True, "optimizer": "sgd",
               "learning_rate": 0.1, "batch_size": 32, "augment": False, "seed": 0,
               "architecture": "mlp", "batch_norm": False, "momentum": 0.0,
-              "weight_decay": 0.0, "lr_schedule": "constant"},
+              "weight_decay": 0.0, "lr_schedule": "constant", "loss_function": "cross_entropy"},
     "run_bb": {"dataset": "fashion_mnist", "corruption": "shuffled_pixels", "label_noise": 0.5,
                "width": 32, "depth": 2, "activation": "hard_tanh", "bias": False,
                "optimizer": "momentum", "learning_rate": 0.001, "batch_size": 64,
                "augment": "crop", "seed": 1, "architecture": "inception_small",
                "batch_norm": True, "momentum": 0.9, "weight_decay": 5e-4,
-               "lr_schedule": "exponential"},
+               "lr_schedule": "exponential", "loss_function": "squared"},
 }
 SUMMARIES = [
-    {"train_acc": 1.0, "test_acc": 0.75, "gap": 0.25, "steps": 10, "status": "converged"},
-    {"train_acc": 0.5, "test_acc": 0.25, "gap": 0.25, "steps": 20, "status": "unconverged"},
+    {"train_acc": 1.0, "test_acc": 0.75, "gap": 0.25, "steps": 10, "status": "converged",
+     "fit_step": 10},
+    {"train_acc": 0.5, "test_acc": 0.25, "gap": 0.25, "steps": 20, "status": "unconverged",
+     "fit_step": None},
 ]
 KINDS = ["random", "same_class", "different_class"]
 

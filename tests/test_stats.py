@@ -100,7 +100,8 @@ def test_network_table_means_over_evaluated_points_and_keeps_per_network_indicat
     assert indicator_names(ds) == ["jacobian_norm", "logit_jacobian_norm", "bound_M"]
     table = network_table(ds)
     assert list(table.columns) == ["run_id", *HYPERPARAMETERS, "train_acc", "test_acc", "gap",
-                                   "steps", "status", "jacobian_norm", "logit_jacobian_norm",
+                                   "steps", "status", "fit_step", "jacobian_norm",
+                                   "logit_jacobian_norm",
                                    "bound_M"]
     np.testing.assert_allclose(table["jacobian_norm"], [2.0, 3.0])
     np.testing.assert_allclose(table["logit_jacobian_norm"], [4.0, 6.0])

@@ -11,15 +11,17 @@ import pandas as pd
 
 from .runtable import HYPERPARAMETERS
 
-CURVE_COLUMNS = ["step", "train_loss", "train_acc", "test_acc", "seconds"]
+CURVE_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "seconds"]
 
 
 def learning_curves(runs: dict[str, dict], curves: list[pd.DataFrame],
                     summaries: list[dict]) -> pd.DataFrame:
     """runs: run id -> hyperparameters; curves and summaries in the same order as runs.
 
-    Columns: run_id, every hyperparameter, status, then step, train_loss (nats), train_acc,
-    test_acc (fractions), seconds (wall time since training started).
+    Columns: run_id, every hyperparameter, status, then step, train_loss and test_loss (the
+    mean of the loss the run trained with, named by its loss_function: cross-entropy in
+    nats, or the squared loss; test_loss NaN in curves written before it was recorded),
+    train_acc, test_acc (fractions), seconds (wall time since training started).
     """
     columns = ["run_id", *HYPERPARAMETERS, "status", *CURVE_COLUMNS]
     frames = []
@@ -27,5 +29,6 @@ def learning_curves(runs: dict[str, dict], curves: list[pd.DataFrame],
         if summary["run_id"] != run_id:
             raise ValueError(f"train.json of run {summary['run_id']} given for run {run_id}")
         labels = {name: hps[name] for name in HYPERPARAMETERS}
-        frames.append(curve.assign(run_id=run_id, status=summary["status"], **labels)[columns])
+        frames.append(curve.assign(run_id=run_id, status=summary["status"], **labels)
+                      .reindex(columns=columns))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
