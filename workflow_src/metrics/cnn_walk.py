@@ -1,13 +1,13 @@
 """Exact transitions of piecewise-linear CNNs along closed polygons (Novak et al. 2018, §3.2).
 
-The CNN twin of ``transitions.exact_transitions_polygons``. It applies to networks whose every
-nonlinearity is piecewise linear: a ReLU-family activation (relu, relu6, hard_tanh,
+The CNN twin of ``exact_transitions_polygons`` (mlp_walk_batched.py). It applies to networks
+whose every nonlinearity is piecewise linear: a ReLU-family activation (relu, relu6, hard_tanh,
 hard_sigmoid) and max-pooling, with batch norm in eval mode (a fixed affine map), i.e.
 ``inception_small`` (with or without batch norm) and ``wrn`` of workflow_src/cnns.py. Such a
-network is affine on each region of constant code (``cnns._CodedNet.activation_codes``: every
-activation unit's piece, every max-pool output's argmax in its window), so along a segment
-x(t) = a + t (b - a), t in [0, 1], every pre-activation z_u(t) and every max-pool window entry
-v(t) is affine in t inside a region.
+network is affine on each region of constant code (``activation_codes`` of
+workflow_src/nets/cnn_codes.py: every activation unit's piece, every max-pool output's argmax
+in its window), so along a segment x(t) = a + t (b - a), t in [0, 1], every pre-activation
+z_u(t) and every max-pool window entry v(t) is affine in t inside a region.
 
 The walk, per segment: at the current t, one forward pass with a forward-mode JVP along
 b - a (``torch.autograd.forward_ad`` dual tensors, float64) gives every z_u, v and their
@@ -19,7 +19,7 @@ fixed sub-gradient at a kink, or the first of tied maxima, whatever the directio
 travel). The primal values are the module's own forward, so the codes are
 ``activation_codes``'s (the concatenations, sums and means between modules run on dual
 tensors natively). The next event t* > t is the nearest of: a unit reaching the breakpoint
-it moves towards (``transitions._segment_exits``), or another entry of a max-pool window
+it moves towards (``mlp_walk_batched.segment_exits``), or another entry of a max-pool window
 overtaking the chosen one, at (v_c - v_k) / (v_k' - v_c') for every entry k rising faster
 than the chosen c. The walk steps to t*, evaluates the region there (codes chosen ahead),
 and counts the code changes from the previous region: for a unit the number of breakpoints
@@ -30,7 +30,7 @@ one that left it. Zero-length segments are skipped.
 
 Ties ("ahead" rules, matching what ``activation_codes`` gives just after the current point):
 - a pre-activation within ``ATOL * (1 + |p|)`` of breakpoint p is placed by the sign of its
-  derivative (``transitions._codes_ahead``); one with zero derivative sitting on p gets the
+  derivative (``mlp_walk.codes_ahead``); one with zero derivative sitting on p gets the
   lower piece, as ``activation_codes`` (bucketize, right=False) does;
 - in a max-pool window, the entries within ``ATOL * (1 + |max|)`` of the maximum are tied; among
   them those whose derivative is within ``DERIV_RTOL * (|v_k'| + |v_max'|)`` of the largest
@@ -39,8 +39,8 @@ Ties ("ahead" rules, matching what ``activation_codes`` gives just after the cur
   saturated hard_tanh units at 1, keep it); an entry whose derivative exceeds the chosen one's
   by no more than that tolerance never overtakes it (it runs parallel to it); padding (-inf)
   never wins;
-- events within ``transitions.SAME_VERTEX`` of a segment's end are resolved at the vertex.
-``ATOL`` (1e-9) and ``DERIV_RTOL`` (1e-7) are transitions.py's: float64 passes at the point
+- events within ``mlp_walk.SAME_VERTEX`` of a segment's end are resolved at the vertex.
+``ATOL`` (1e-9) and ``DERIV_RTOL`` (1e-7) are mlp_walk.py's: float64 passes at the point
 reached put a unit that is crossing within ~1e-14 of its breakpoint, far inside ATOL, while
 a unit that is not crossing lies ~1e-9 or closer to a breakpoint only with probability ~1e-9
 per unit and region; were one so placed, it is counted a step early, not twice or never.
@@ -67,17 +67,9 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-from workflow_src.models import ACTIVATIONS, BREAKPOINTS
-
-from .transitions import (
-    ATOL,
-    DERIV_RTOL,
-    SAME_VERTEX,
-    WalkResult,
-    _codes_ahead,
-    _segment_exits,
-    piece_slopes,
-)
+from ..nets.spec import ACTIVATIONS, BREAKPOINTS
+from .mlp_walk import ATOL, DERIV_RTOL, SAME_VERTEX, WalkResult, codes_ahead, piece_slopes
+from .mlp_walk_batched import segment_exits
 
 # Leaf modules the walk understands: affine maps, and the piecewise-linear nonlinearities
 # (the activation class of spec.activation and nn.MaxPool2d). Anything else is refused.
@@ -140,7 +132,7 @@ class _Region:
         self.order = []  # the codes of each layer in execution order, as in activation_codes
 
     def execution_codes(self) -> torch.Tensor:
-        """(B, U + M) int16 codes in ``cnns._CodedNet.activation_codes``'s order."""
+        """(B, U + M) int16 codes in ``nets/cnn_codes.py``'s ``activation_codes`` order."""
         return torch.cat([c.flatten(1).to(torch.int16) for c in self.order], 1)
 
     def codes(self):
@@ -156,7 +148,7 @@ class _Region:
         b = (self.units or self.pools)[0][0].shape[0]
         best = torch.full((b,), math.inf, dtype=torch.float64)
         for pre, slope, codes in self.units:
-            best = torch.minimum(best, _segment_exits(pre, slope, codes.long(), bounds))
+            best = torch.minimum(best, segment_exits(pre, slope, codes.long(), bounds))
         for v, dv, idx in self.pools:
             vc = v.gather(2, idx[..., None])  # (B, M, 1) the chosen entry
             dc = dv.gather(2, idx[..., None])
@@ -187,7 +179,7 @@ class _Walker:
 
     def _act(self, module, region, x, dx):
         flat, dflat = x.flatten(1), dx.flatten(1)
-        codes = _codes_ahead(flat.reshape(-1), dflat.reshape(1, -1), self.bp, self.atol)
+        codes = codes_ahead(flat.reshape(-1), dflat.reshape(1, -1), self.bp, self.atol)
         codes = codes.reshape(flat.shape)
         region.units.append((flat, dflat, codes))
         region.order.append(codes)
