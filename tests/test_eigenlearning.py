@@ -207,7 +207,9 @@ def figure_dataset(n=12, seed=0):
         data[f"eigenlearning_predicted_mse{suffix}"] = ("run", measured[i] * (1 + 0.1 * i))
         data[f"eigenlearning_measured_mse{suffix}"] = ("run", measured[i])
         data[f"eigenlearning_measured_mse_se{suffix}"] = ("run", np.full(n, 0.01))
-    return xr.Dataset(data, coords={"run_id": ("run", [f"r{i}" for i in range(n)])})
+    # run_id as metrics.zarr gives it back: numpy's variable-width StringDType
+    run_ids = np.array([f"r{i}" for i in range(n)], dtype=np.dtypes.StringDType())
+    return xr.Dataset(data, coords={"run_id": ("run", run_ids)})
 
 
 def test_figure_agreement_and_chart(tmp_path):

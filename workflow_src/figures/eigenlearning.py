@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..stats.tables import strings
 from .common import scatter, tooltips
 from .studies import _message
 
@@ -26,7 +27,7 @@ def eigenlearning_table(ds: xr.Dataset) -> pd.DataFrame:
     frames = []
     for suffix, kernel in KERNELS.items():
         frames.append(pd.DataFrame({
-            "run_id": np.asarray(ds["run_id"].values).astype(str), "kernel": kernel,
+            "run_id": strings(ds["run_id"]), "kernel": kernel,
             "predicted": ds[f"eigenlearning_predicted_mse{suffix}"].values,
             "measured": ds[f"eigenlearning_measured_mse{suffix}"].values,
             "measured_se": ds[f"eigenlearning_measured_mse_se{suffix}"].values,

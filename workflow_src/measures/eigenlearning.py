@@ -11,6 +11,13 @@ the mean measured MSE over ``draws`` random training sets of n pool points (nump
 Generator(seed)), each tested on the rest of the pool. The ridge is ``ridge`` times the
 kernel's mean diagonal. MSE: the squared distance between the vector of C kernel outputs and
 the one-hot label, averaged over held-out points (the zero function scores 1).
+
+Expected sign of eigenlearning_predicted_mse (trained kernel) +1, a hypothesis under test:
+a network whose tangent kernel puts the labels it was trained on in modes it learns badly
+(small learnabilities for the modes carrying most of Σv²; with corrupted labels, much of the
+target sits in such modes) is a network whose function extrapolates poorly from the points it
+fitted, so a larger predicted MSE should go with a larger gap. The ``_init`` twins and the
+measurements are the control and the check, not indicators.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ METRIC = {
             "description": "mean held-out MSE of kernel regression over the draws"},
         "eigenlearning_measured_mse_se": {
             "dims": [], "description": "standard error of the mean over the draws"},
-        "eigenlearning_kappa": {"dims": [], "description": "effective ridge kappa (eq. 5)"},
+        "eigenlearning_kappa": {"dims": [], "description": "effective ridge kappa"},
         "eigenlearning_e0": {"dims": [], "description": "overfitting coefficient n/(n-sum L^2)"},
         "eigenlearning_learnabilities": {
             "dims": ["eigenmode"],

@@ -1,8 +1,8 @@
 """Eigenlearning: the test MSE of kernel regression predicted from the kernel's spectrum.
 
 After Simon, Dickens, Karkada & DeWeese 2021 ("The eigenlearning framework: a conservation
-law perspective on kernel regression and wide neural networks", arXiv 2110.03922, §3-4,
-eqs. (5)-(9)), numpy only (no torch): the kernel comes from metrics/ntk.py.
+law perspective on kernel regression and wide neural networks", arXiv 2110.03922),
+numpy only (no torch): the kernel comes from metrics/ntk.py.
 
 The domain is a pool of M points with the uniform measure μ. With K the M × M kernel,
 u_i its unit eigenvectors and K/M's eigenvalues λ_1 ≥ … ≥ λ_M (clipped at 0), the kernel
@@ -15,10 +15,10 @@ is Σ_k E_μ (f̂_k − y_k)², a squared distance between vectors of C scores.
 Kernel ridge regression on n points X drawn from μ, f̂(x) = K(x, X) (K(X, X) + δ I)⁻¹ Y,
 has, by the framework,
 
-    κ > 0 solving  Σ_i λ_i / (λ_i + κ) + δ / κ = n           (eq. (5), the "effective ridge")
+    κ > 0 solving  Σ_i λ_i / (λ_i + κ) + δ / κ = n           (the "effective ridge")
     L_i = λ_i / (λ_i + κ)                      (learnabilities; Σ L_i = n − δ/κ)
     E₀ = n / (n − Σ_i L_i²)                                   (the overfitting coefficient)
-    test MSE  = E₀ (Σ_i (1 − L_i)² v_i² + ε²)                 (over μ, eq. (9))
+    test MSE  = E₀ (Σ_i (1 − L_i)² v_i² + ε²)                 (over μ)
     train MSE = (δ / (n κ))² · test MSE
 
 with ε² the variance of label noise independent of x. Here ε² = 0: the pool's labels (as
