@@ -205,3 +205,10 @@ def test_figure_draws_both_panels_and_the_reference_recovers_c():
     assert len(spec["hconcat"]) == 2
     empty = implicit_bias_chart(table.iloc[:0], 200, 150).to_dict()
     assert "No implicit_bias" in str(empty)
+
+
+def test_a_too_small_C_shows_in_the_functional_margin():
+    """Soft margin: with C below the hard-margin duals (here 2/9 each) some slack is used,
+    and the smallest functional margin falls below 1."""
+    svm = svm_direction(THREE, np.array([0, 1, 2]), 3, False, C=0.01)
+    assert svm["functional_margin"] < 0.5 and svm["train_acc"] == 1.0

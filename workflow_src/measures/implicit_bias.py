@@ -28,10 +28,13 @@ METRIC = {
                      "at_most": ["data.n_train"],
                      "description": "Training points of the margin and of the SVM (the "
                                     "first ones; capped at data.n_train: by default all)."},
-        "svm_C": {"type": "number", "exclusiveMinimum": 0, "default": 1000000.0,
-                  "description": "C of scikit-learn's LinearSVC, large so that it gives the "
-                                 "hard-margin SVM on separable points "
-                                 "(implicit_bias_svm_functional_margin is then 1)."},
+        "svm_C": {"type": "number", "exclusiveMinimum": 0, "default": 1000.0,
+                  "description": "C of scikit-learn's LinearSVC: any C above the hard-margin "
+                                 "SVM's largest dual variable gives the hard-margin SVM on "
+                                 "separable points, and implicit_bias_svm_functional_margin "
+                                 "is then 1 (below 1: raise C). A larger C converges more "
+                                 "slowly (500 Fashion-MNIST points, 10 classes: 6 s at "
+                                 "1e3, 240 s at 1e6, the same solution)."},
     },
     "needs": ["weights", "training_data"],
     "variables": {
@@ -81,7 +84,7 @@ METRIC = {
 }
 
 
-def implicit_bias(model, x, y, svm_C: float = 1e6) -> dict:
+def implicit_bias(model, x, y, svm_C: float = 1e3) -> dict:
     """The declaration's variables for one fully connected network on points x, labels y."""
     import numpy as np
     import torch

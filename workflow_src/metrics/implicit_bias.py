@@ -29,7 +29,8 @@ the multiclass hard-margin SVM (Crammer & Singer's, without slack), x̃_i = (x_i
 classifier has biases (the bias is then a weight on a constant input and is penalised like
 the others) and x̃_i = x_i without. For K = 2 it is (−u/2, u/2) with u the binary hard-margin
 SVM through the origin of the augmented inputs. The solver is scikit-learn's LinearSVC
-(liblinear), with a large C standing in for the hard margin and no separate intercept; this
+(liblinear), with a C large enough to give the hard margin (any C above the hard-margin
+problem's largest dual variable does) and no separate intercept; this
 module writes no solver. Separability is checked, not assumed: the SVM's training accuracy
 and its smallest functional margin (1 at the hard-margin solution: some constraint is
 active, none violated) are returned, and the angle is NaN when the SVM does not separate
@@ -80,7 +81,7 @@ _SVM_CACHE: dict = {}
 
 
 def svm_direction(x: np.ndarray, labels: np.ndarray, n_classes: int, bias: bool,
-                  C: float = 1e6, tol: float = 1e-8, max_iter: int = 1_000_000) -> dict:
+                  C: float = 1e3, tol: float = 1e-8, max_iter: int = 1_000_000) -> dict:
     """The multiclass hard-margin SVM Ŵ (n_classes, d [+1]) of the module doc, from
     scikit-learn's LinearSVC with a large ``C``, with its training accuracy, its smallest
     functional margin min_i q_i(Ŵ) (≈ 1 when the large C gives the hard margin) and
