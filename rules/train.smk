@@ -11,8 +11,7 @@ rule train:
     input:
         unpack(shard_data),
         code=package_files(
-            "train", "train_shard", "ensemble", "models", "nets/spec", "cnns", "runtable",
-            "checkpoints"
+            "train", "train_shard", "ensemble", "models", "cnns", "runtable", "checkpoints"
         ),
     params:
         runs=shard_runs,
