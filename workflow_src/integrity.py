@@ -76,7 +76,9 @@ def _files_of(store: Path) -> list[str]:
     return sorted(f for f in files if f not in NOT_CONTENT)
 
 
-def _compare(path: Path, label: str, expected: dict) -> list[Problem]:
+def compare(path: Path, label: str, expected: dict) -> list[Problem]:
+    """Problems of the file at ``path`` (named ``label`` in them) against ``expected``, its
+    digest when written (``digest``: bytes and SHA-256); [] when it is intact."""
     if not path.is_file():
         return [Problem(label, "missing")]
     actual = digest(path)
@@ -85,6 +87,10 @@ def _compare(path: Path, label: str, expected: dict) -> list[Problem]:
     if actual["sha256"] != expected["sha256"]:
         return [Problem(label, "content changed since it was written (SHA-256 mismatch)")]
     return []
+
+
+# The old name, still used by checkpoints.py (tests/test_layers.py lists it as pending).
+_compare = compare
 
 
 # --- stores ---------------------------------------------------------------------------------
@@ -149,7 +155,7 @@ def check_store(store) -> list[Problem]:
     if manifest is None:
         return problems
     for name, expected in manifest["files"].items():
-        problems += _compare(store / name, str(store / name), expected)
+        problems += compare(store / name, str(store / name), expected)
     problems += [Problem(str(store / name), "not in the store's manifest")
                  for name in _files_of(store) if name not in manifest["files"]]
     return problems
@@ -190,8 +196,10 @@ def seal_record(path, record: dict, members) -> None:
     _write_json_atomically(path, {**sealed, SELF_SHA: _self_sha(sealed)})
 
 
-def _load_record(path: Path, required=()) -> tuple[dict | None, list[Problem]]:
-    """The record if its own content is intact (parsable, keys present, checksum matching)."""
+def load_record(path: Path, required=()) -> tuple[dict | None, list[Problem]]:
+    """(The record, []) if its own content is intact (parsable, keys present, checksum
+    matching), else (None, its problems); the files it vouches for are not checked
+    (``check_record`` checks them too)."""
     if not path.is_file():
         return None, [Problem(str(path), "missing")]
     text = path.read_text(errors="replace")
@@ -215,12 +223,12 @@ def _load_record(path: Path, required=()) -> tuple[dict | None, list[Problem]]:
 def check_record(path, required=()) -> list[Problem]:
     """Problems of one record and of every file it vouches for."""
     path = Path(path)
-    record, problems = _load_record(path, required)
+    record, problems = load_record(path, required)
     if record is None:
         return problems
     for name, expected in record[CONTENTS].items():
         member = os.path.normpath(path.parent / name)  # a study seal lists ../stats/<file>
-        problems += _compare(Path(member), member, expected)
+        problems += compare(Path(member), member, expected)
     return problems
 
 
@@ -243,13 +251,13 @@ def seal_job(job) -> None:
 
 def _require_member(path: Path, record_path: Path) -> None:
     """Raise unless ``record_path`` is intact and vouches for ``path``'s current content."""
-    record, problems = _load_record(record_path)
+    record, problems = load_record(record_path)
     if record is not None:
         name = os.path.relpath(path, record_path.parent)  # as seal_record named it
         if name not in record[CONTENTS]:
             problems = [Problem(str(record_path), f"does not list {name}")]
         else:
-            problems = _compare(path, os.path.normpath(path), record[CONTENTS][name])
+            problems = compare(path, os.path.normpath(path), record[CONTENTS][name])
     if problems:
         raise DamagedOutputError(problems)
 

@@ -129,7 +129,7 @@ def kept_checkpoint(folder: Path, step: int, summary: dict, log=print) -> dict |
     path, record_path = checkpoint_path(folder, step), folder / KEPT
     if not record_path.is_file():
         return None
-    record, problems = integrity._load_record(record_path, ("identity", "steps"))
+    record, problems = integrity.load_record(record_path, ("identity", "steps"))
     if record is None or path.name not in record.get("contents", {}):
         if problems:
             log(f"kept checkpoints not used ({'; '.join(map(str, problems))}); "
@@ -148,7 +148,7 @@ def kept_checkpoint(folder: Path, step: int, summary: dict, log=print) -> dict |
     differing = [k for k, v in expected.items() if identity.get(k) != v]
     if differing:
         return refuse(f"written for another network or training code ({', '.join(differing)})")
-    problems = integrity._compare(path, str(path), record["contents"][path.name])
+    problems = integrity.compare(path, str(path), record["contents"][path.name])
     if problems:
         return refuse(f"damaged ({'; '.join(p.what for p in problems)})")
     try:

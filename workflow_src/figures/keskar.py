@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .common import MAX_LINES, SAMPLE_LINES, band, log_scale, sample_groups, tooltips
-from .studies import MAX_PANELS, _message
+from .studies import MAX_PANELS, message
 
 SPLITS = alt.Scale(domain=["train", "test"], range=["#0072B2", "#D55E00"])
 DASHES = alt.Scale(domain=["train", "test"], range=[[1, 0], [6, 4]])
@@ -103,7 +103,7 @@ def _panel(frame: pd.DataFrame, ends: pd.DataFrame, measure: str, y_channel: dic
 def keskar_1d_chart(table: pd.DataFrame, width: int, height: int):
     """Keskar et al. Fig. 3 from ``stats/keskar_interpolation.csv`` (see the module doc)."""
     if table.empty:
-        return _message("No two networks of this study differ only in their batch size")
+        return message("No two networks of this study differ only in their batch size")
     frame = long_table(table)
     pairs = frame[["pair"]].drop_duplicates()
     ends = pd.concat([pairs.assign(alpha=alpha, label=label) for alpha, label in ENDS.items()],

@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 
 from .common import MAX_LINES, SAMPLE_LINES, band, log_scale, sample_groups, tooltips
-from .studies import PANEL_COLUMNS, _message, varying
+from .studies import PANEL_COLUMNS, message, varying
 
 ACCURACIES = {"train_acc": "training accuracy (labels as trained on)",
               "test_acc": "test accuracy"}
@@ -36,7 +36,7 @@ def snapshots_chart(table: pd.DataFrame, indicators: list[str], hyperparameters:
                     color_by: str, width: int, height: int):
     """Each indicator (and the accuracies) against the training step, per network."""
     if table.empty:
-        return _message("No snapshots were measured")
+        return message("No snapshots were measured")
     frame = snapshots_long(table, indicators)
     shown = varying(table, hyperparameters)
     color_type = "O" if pd.api.types.is_numeric_dtype(table[color_by]) else "N"
