@@ -382,3 +382,33 @@ def test_the_record_names_the_loss_and_holds_fit_step(digits, tmp_path):
         assert {"train_loss", "test_loss"} <= set(curve.columns)
         assert curve["step"].tolist() == list(range(0, run.max_steps + 1, run.eval_every))
         assert curve["train_loss"].iloc[-1] == pytest.approx(record["train_loss"], rel=1e-12)
+
+
+# --- the settings in a study ---------------------------------------------------------------
+
+def test_a_study_with_depth_0_squared_loss_and_a_fixed_budget():
+    from workflow_helpers import tiny_study
+
+    from workflow_src.config import ConfigError
+    from workflow_src.runtable import build_run_table
+
+    linear = {"grid__depth": [0, 1], "grid__width": [16, 32],
+              "grid__loss_function": ["cross_entropy", "squared"],
+              "measure__transitions__n_points": 0, "measure__ellipses__per_kind": 0}
+    runs = list(build_run_table(tiny_study(**linear, training__stop_at_target=False)).values())
+    # Depth 0 ignores width (recorded as 0): 2 label noises x 2 losses x (2 widths + 1).
+    assert len(runs) == 12 and {r.width for r in runs if r.depth == 0} == {0}
+    assert {r.loss for r in runs} == {"cross_entropy", "squared"}
+    assert all(not r.stop_at_target for r in runs)
+    assert {r.hyperparameters()["loss_function"] for r in runs} == {"cross_entropy", "squared"}
+    defaults = build_run_table(tiny_study())
+    assert all(r.loss == "cross_entropy" and r.stop_at_target for r in defaults.values())
+    with pytest.raises(ConfigError, match=r"depth 0 \(a linear classifier.*"
+                                          r"measure.transitions.n_points: 0"):
+        tiny_study(**{**linear, "measure__transitions__n_points": 10})
+    with pytest.raises(ConfigError, match="measure.ellipses.per_kind: 0"):
+        tiny_study(**{**linear, "measure__ellipses__per_kind": 2})
+    with pytest.raises(ConfigError, match="depth 0 is not a Wide ResNet depth"):
+        tiny_study(grid__architecture=["wrn"], grid__depth=[0], grid__dataset=["mnist"])
+    with pytest.raises(ConfigError, match="loss_function"):
+        tiny_study(grid__loss_function=["hinge"])

@@ -258,10 +258,28 @@ def _pairs(widths, depths):
     return [w for w, _ in pairs], [d for _, d in pairs]
 
 
+# The metrics that walk a network's hidden units (activation patterns), by their switch.
+HIDDEN_UNIT_METRICS = (("transitions", "n_points"), ("ellipses", "per_kind"))
+
+
+def _check_linear_classifiers(config: dict) -> None:
+    """A depth-0 mlp (a linear classifier) has no hidden units to count transitions of."""
+    linear = [where for where, block in _blocks(config)
+              if "mlp" in block.get("architecture", ["mlp"]) and 0 in block.get("depth", [])]
+    for section, switch in HIDDEN_UNIT_METRICS:
+        if linear and config["measure"][section][switch]:
+            raise ConfigError(
+                f"config key {linear[0]}: depth 0 (a linear classifier, no hidden layer) has "
+                f"no hidden units, so measure.{section} (transitions of activation patterns) "
+                f"does not apply to it; set measure.{section}.{switch}: 0, or train the "
+                f"depth-0 networks in a study of their own")
+
+
 def _check_semantics(config: dict) -> None:
     data = config["data"]
     for where, block in _blocks(config):
         _check_block(where, block, config["training"])
+    _check_linear_classifiers(config)
     if config["plots"]["double_descent"] and not config["measure"]["norms"]["enabled"]:
         # (rules/studies.smk checks it too; here it stops before Snakemake's includes run)
         raise ConfigError("config key plots.double_descent: the figure's x axis is each "
