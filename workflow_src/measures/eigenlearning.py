@@ -28,7 +28,7 @@ METRIC = {
     "description": "NTK eigenlearning (Simon et al. 2021, arXiv 2110.03922): the test MSE of "
                    "kernel regression with the empirical NTK on a pool of training points, "
                    "predicted from its spectrum and measured on held-out pool points, trained "
-                   "and at initialisation (float64; ~6 s per network of the default study).",
+                   "and at initialisation (float64; ~7 s per network of the default study).",
     "section": "eigenlearning",
     "switch": "enabled",
     "settings": {
@@ -86,7 +86,7 @@ METRIC = {
                                               "description": "at initialisation"},
     },
     "code": ["metrics/ntk", "metrics/eigenlearning"],
-    "cost": 6.0,
+    "cost": 7.0,
     "snapshots": True,
     "measure": "measure",
 }
