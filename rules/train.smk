@@ -11,7 +11,8 @@ rule train:
     input:
         unpack(shard_data),
         code=package_files(
-            "train", "train_shard", "ensemble", "models", "cnns", "runtable", "checkpoints"
+            "train", "train_shard", "ensemble", "models", "cnns", "runtable", "checkpoints",
+            "losses", "augmentation"
         ),
     params:
         runs=shard_runs,

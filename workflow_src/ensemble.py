@@ -35,6 +35,7 @@ from dataclasses import asdict
 import torch
 import xarray as xr
 
+from .augmentation import apply_augmentation, draw_augmentation
 from .checkpoints import CheckpointStore, stop_requested
 from .losses import per_point_loss
 from .models import ACTIVATIONS, MLP, ModelSpec, build_model
@@ -43,10 +44,8 @@ from .train import (
     EVAL_CHUNK,
     Checkpoint,
     TrainResult,
-    apply_augmentation,
     batch_generator,
     describe,
-    draw_augmentation,
     epoch_order,
     finish,
     is_eval_step,
