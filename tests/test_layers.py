@@ -72,7 +72,6 @@ PENDING_PRIVATE = {
     "is to call integrity.compare (integrity keeps the old name as an alias until then)",
     ("figures.conditioning", "figures.studies._message"): "to import figures.studies.message "
     "(studies keeps the old name as an alias until then)",
-    ("figures.eigenlearning", "figures.studies._message"): "as figures.conditioning",
     ("figures.implicit_bias", "figures.studies._message"): "as figures.conditioning",
     ("metrics.conditioning", "metrics.ntk._Jacobians"): "the per-output Jacobians of the "
     "tangent kernel, shared by the NTK and conditioning metrics: to be made public in ntk.py",

@@ -15,7 +15,7 @@ import xarray as xr
 
 from ..stats.tables import strings
 from .common import scatter, tooltips
-from .studies import _message
+from .studies import message
 
 KERNELS = {"": "NTK at the trained weights", "_init": "NTK at the initial weights"}
 COLOURS = alt.Scale(domain=list(KERNELS.values()), range=["#D55E00", "#0072B2"])
@@ -50,10 +50,10 @@ def eigenlearning_chart(ds: xr.Dataset, width: int, height: int):
     """Predicted against measured kernel-regression MSE (y = x), and predicted (trained
     kernel) against the network's test error."""
     if "eigenlearning_predicted_mse" not in ds:
-        return _message("eigenlearning is not in metrics.zarr: enable measure.eigenlearning")
+        return message("eigenlearning is not in metrics.zarr: enable measure.eigenlearning")
     table = eigenlearning_table(ds)
     if table.empty:
-        return _message("no network has an eigenlearning prediction")
+        return message("no network has an eigenlearning prediction")
     fields = ["run_id", "kernel", "predicted", "measured", "measured_se", "test_error"]
     color = alt.Color("kernel:N", scale=COLOURS, title="kernel")
     low = float(min(table["predicted"].min(), table["measured"].min()))
