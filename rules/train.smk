@@ -12,7 +12,7 @@ rule train:
         unpack(shard_data),
         code=package_files(
             "train", "train_shard", "ensemble", "models", "cnns", "runtable", "checkpoints",
-            "losses", "augmentation"
+            "losses", "augmentation", "stacked"
         ),
     params:
         runs=shard_runs,

@@ -122,7 +122,7 @@ def test_the_order_of_axes_values_and_blocks_does_not_change_the_runs():
 # The modules whose source determines a trained network (checkpoints.py only resumes it,
 # bit for bit: tests/test_checkpoints.py; its own digest is in every checkpoint's identity).
 NETWORK_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py", "cnns.py", "losses.py",
-                "augmentation.py")
+                "augmentation.py", "stacked.py")
 ARCHITECTURES = ("mlp", "wrn", "alexnet_small", "inception_small")
 
 

@@ -63,7 +63,7 @@ from .train import train
 # every network's, plus cnns.py for the convolutional ones. An MLP's hash leaves cnns.py out,
 # so that editing the CNNs retrains no MLP (and the MLPs keep the hash they had before).
 TRAINING_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py", "losses.py",
-                 "augmentation.py")
+                 "augmentation.py", "stacked.py")
 CNN_CODE = ("cnns.py",)
 # Keys of a member's summary the shard record repeats, so aggregate reads one file a shard.
 SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "fit_step", "train_correct", "n_train",
