@@ -230,3 +230,11 @@ def test_figure_agreement_and_chart(tmp_path):
     without = ds.drop_vars([v for v in ds.data_vars if v.startswith("eigenlearning")])
     chart = FIGURES["eigenlearning"].build(StudyData(metrics=lambda: without), opts)
     assert "enable measure.eigenlearning" in chart.to_json()
+
+
+def test_a_zero_or_diverged_kernel_gives_nan_not_an_error():
+    y = np.eye(3)[np.arange(10) % 3]
+    for kernel in (np.zeros((10, 10)), np.full((10, 10), np.nan)):
+        out = el.eigenlearning(kernel, y, 3, 1e-6, draws=4, top_k=5)
+        assert np.isnan(out["predicted_mse"]) and np.isnan(out["measured_mse"])
+        assert out["learnabilities"].shape == (5,) and np.isnan(out["learnabilities"]).all()

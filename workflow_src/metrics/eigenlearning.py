@@ -155,9 +155,14 @@ def eigenlearning(kernel, targets, n: int, relative_ridge: float, draws: int, se
                   top_k: int = 10) -> dict:
     """Prediction and measurement for one kernel on its pool: δ = relative_ridge · tr(K)/M
     (the mean diagonal, Σλ_i, so the ridge is scale-free), the first top_k learnabilities
-    (NaN past M)."""
+    (NaN past M). All NaN for a kernel that is 0 (tr K = 0: a network whose outputs do not
+    depend on its parameters there, e.g. dead units) or not finite (a diverged network)."""
     kernel = np.asarray(kernel, dtype=np.float64)
     m = kernel.shape[0]
+    if not np.all(np.isfinite(kernel)) or np.trace(kernel) <= 0:
+        return {key: np.nan for key in ("predicted_mse", "measured_mse", "measured_mse_se",
+                                        "kappa", "e0", "ridge")} | {
+            "learnabilities": np.full(top_k, np.nan)}
     lam, v2 = spectrum(kernel, targets)
     ridge = relative_ridge * float(np.trace(kernel)) / m
     out = predict(lam, v2, n, ridge)
