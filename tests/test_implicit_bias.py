@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_presets import presets_dir, small, small_run  # noqa: F401 (fixtures)
 
 from workflow_src.measures.implicit_bias import implicit_bias
 from workflow_src.metrics.implicit_bias import angle, point_margins, svm_direction
@@ -212,3 +213,23 @@ def test_a_too_small_C_shows_in_the_functional_margin():
     and the smallest functional margin falls below 1."""
     svm = svm_direction(THREE, np.array([0, 1, 2]), 3, False, C=0.01)
     assert svm["functional_margin"] < 0.5 and svm["train_acc"] == 1.0
+
+
+@small("implicit_bias")
+def test_small_variant_turns_towards_the_svm(small_run):
+    """The preset's small variant (digits, 100 points, fixed budget of 2,000 gd steps): the
+    snapshots come from kept checkpoints, the SVM separates the points with the hard margin,
+    the linear classifier's angle to it falls, and the fitted MLP's normalized margin is
+    positive at the end and larger than before it fitted."""
+    table = pd.read_csv(small_run / "tables" / "snapshots.csv")
+    assert set(table["source"]) <= {"checkpoint", "final"}
+    assert (table["implicit_bias_svm_train_acc"] == 1).all()
+    assert table["implicit_bias_svm_functional_margin"].to_numpy() == pytest.approx(1, abs=1e-4)
+    linear = table[table["depth"] == 0].sort_values("step")
+    angles = linear["implicit_bias_svm_angle"].to_numpy()
+    assert np.all(np.diff(angles) < 0)
+    mlp = table[table["depth"] == 1].sort_values("step")
+    assert mlp["implicit_bias_normalized_margin"].iloc[-1] > 0
+    networks = pd.read_csv(small_run / "stats" / "networks.csv")
+    assert (networks["steps"] == 2000).all()  # the fixed budget, fitted or not
+    assert (small_run / "figures" / "implicit_bias.png").read_bytes()[:4] == b"\x89PNG"
