@@ -86,7 +86,8 @@ def implicit_bias_chart(table: pd.DataFrame, width: int, height: int):
             strokeDash=[4, 3], color="#777777").encode(y="svm:Q")
         right = alt.layer(right, rule)
     right = right.properties(width=width, height=height,
-                             title="Normalized margin (dashed: the SVM's)")
+                             title="Normalized margin (dashed: the SVM's, the most a linear "
+                                   "classifier reaches)")
     return alt.hconcat(left, right, title=[
         "Implicit bias of gradient descent on separable training points",
         "Soudry et al. 2018 (angle ~ 1/log t); Lyu & Li 2020 (normalized margin rises)"])
