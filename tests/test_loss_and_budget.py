@@ -412,3 +412,28 @@ def test_a_study_with_depth_0_squared_loss_and_a_fixed_budget():
         tiny_study(grid__architecture=["wrn"], grid__depth=[0], grid__dataset=["mnist"])
     with pytest.raises(ConfigError, match="loss_function"):
         tiny_study(grid__loss_function=["hinge"])
+
+
+# --- CNNs and mixed precision ----------------------------------------------------------------
+
+@pytest.mark.parametrize("architecture, mixed", [("alexnet_small", False),
+                                                 ("alexnet_small", True), ("mlp", True)])
+def test_cnns_and_mixed_precision_train_on_the_squared_loss(architecture, mixed):
+    """The curve's losses are the squared loss of the network at each evaluation (float32
+    data, so float32 networks); the budget runs to max_steps."""
+    from test_cnn_training import cnn_run, synthetic_cifar
+
+    run = cnn_run(architecture, loss="squared", mixed_precision=mixed, max_steps=6,
+                  eval_every=3, stop_at_target=False, augment=False, lr_schedule="constant",
+                  lr_decay=None, weight_decay=0.0, width=16 if architecture == "mlp" else 0,
+                  depth=1 if architecture == "mlp" else 0)
+    data = make_corrupted(synthetic_cifar(), run.data)
+    model, result = train(run, data, CPU, log=QUIET)
+    assert result.steps == 6 and [p["step"] for p in result.curve] == [0, 3, 6]
+    model.eval()
+    with torch.no_grad():
+        for split in ("train", "test"):
+            x = torch.as_tensor(data[f"x_{split}"].values)
+            labels = data[f"y_{split}"].values.tolist()
+            want = squared_by_hand(model(x).double().tolist(), labels)
+            assert result.curve[-1][f"{split}_loss"] == pytest.approx(want, rel=1e-6)
