@@ -87,7 +87,7 @@ def test_per_run_outputs_are_consistent(study):
 def test_stats_and_figures_written(study):
     stats = study / "results/tiny/stats"
     correlations = (stats / "correlations.csv").read_text()
-    assert "jacobian_norm,gap,kendall_tau" in correlations
+    assert "jacobian_norm,gap,pooled,kendall_tau" in correlations  # pooled: one dataset
     assert "pooled" in (stats / "per_point.csv").read_text()
     assert (stats / "ellipses.csv").read_text().startswith("run_id,kind,ellipse")
     order = (stats / "ellipse_order.csv").read_text()
