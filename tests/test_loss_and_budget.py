@@ -437,3 +437,41 @@ def test_cnns_and_mixed_precision_train_on_the_squared_loss(architecture, mixed)
             labels = data[f"y_{split}"].values.tolist()
             want = squared_by_hand(model(x).double().tolist(), labels)
             assert result.curve[-1][f"{split}_loss"] == pytest.approx(want, rel=1e-6)
+
+
+# --- a study, end to end ---------------------------------------------------------------------
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_a_squared_loss_fixed_budget_study_records_fit_step_and_the_loss(tmp_path):
+    """A linear classifier and an MLP on the squared loss with a fixed budget, through
+    Snakemake: stats/networks.csv has fit_step (NaN where a network never fitted) and
+    loss_function; curves.csv has test_loss and every evaluation up to max_steps."""
+    import copy
+
+    import pandas as pd
+    from workflow_helpers import TINY_CONFIG, snakemake
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["data"] = {"n_train": 100, "n_test": 50}
+    config["grid"].update({"label_noise": [0.0], "depth": [0, 1], "loss_function": ["squared"]})
+    config["training"] = {"max_steps": 200, "eval_every": 25, "stop_at_target": False}
+    config["measure"] = {"n_points": 20, "transitions": {"n_points": 0},
+                         "ellipses": {"per_kind": 0}}
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    networks = pd.read_csv(tmp_path / "results/tiny/stats/networks.csv")
+    assert sorted(networks["depth"]) == [0, 1] and set(networks["loss_function"]) == {"squared"}
+    assert (networks["steps"] == 200).all()
+    curves = pd.read_csv(tmp_path / "results/tiny/curves.csv")
+    for run_id, curve in curves.groupby("run_id"):
+        assert curve["step"].tolist() == list(range(0, 201, 25))
+        assert curve["test_loss"].notna().all()
+        row = networks[networks["run_id"] == run_id].iloc[0]
+        fitted = curve[(curve["step"] > 0) & (curve["train_acc"] >= 1.0)]["step"]
+        if fitted.empty:
+            assert math.isnan(row["fit_step"])
+        else:
+            assert row["fit_step"] == fitted.iloc[0]
+        assert row["status"] == ("converged" if curve["train_acc"].iloc[-1] >= 1.0
+                                 else "unconverged")
