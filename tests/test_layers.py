@@ -70,9 +70,8 @@ PENDING_CYCLES = {
 PENDING_PRIVATE = {
     ("checkpoints", "integrity._compare"): "checkpoints.py is being changed in parallel; it "
     "is to call integrity.compare (integrity keeps the old name as an alias until then)",
-    ("figures.conditioning", "figures.studies._message"): "to import figures.studies.message "
-    "(studies keeps the old name as an alias until then)",
-    ("figures.implicit_bias", "figures.studies._message"): "as figures.conditioning",
+    ("figures.implicit_bias", "figures.studies._message"): "to import "
+    "figures.studies.message (studies keeps the old name as an alias until then)",
     ("metrics.conditioning", "metrics.ntk._Jacobians"): "the per-output Jacobians of the "
     "tangent kernel, shared by the NTK and conditioning metrics: to be made public in ntk.py",
 }

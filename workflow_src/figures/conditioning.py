@@ -23,7 +23,7 @@ import pandas as pd
 
 from .common import MAX_LINES, MAX_POINTS, log_scale, sample_groups, sample_rows, tooltips
 from ..stats.conditioning import condition_number
-from .studies import _message
+from .studies import message
 
 MAX_WIDTHS = 4
 GROUP = "optimizer, loss"
@@ -68,7 +68,7 @@ def conditioning_vs_width_chart(table: pd.DataFrame, width: int, height: int):
     """The condition number and λ_min/tr K at initialisation and the kernel change, against
     width (module doc)."""
     if table.empty or "conditioning_condition_number_init" not in table:
-        return _message("No conditioning snapshots were measured")
+        return message("No conditioning snapshots were measured")
     networks = per_network(table)
     singular = int((~np.isfinite(networks["condition_init"].astype(float))).sum())
     fields = ["run_id", "width", "seed", GROUP, "final_steps", "status"]
@@ -106,7 +106,7 @@ def chosen_widths(widths) -> list:
 def conditioning_along_training_chart(table: pd.DataFrame, width: int, height: int):
     """The PL ratio, λ_min and their bound ratio against the step, per width (module doc)."""
     if table.empty or "conditioning_pl_ratio" not in table:
-        return _message("No conditioning snapshots were measured")
+        return message("No conditioning snapshots were measured")
     table = with_group(table)
     widths = chosen_widths(table["width"])
     fields = ["run_id", "width", "seed", GROUP, "step", "step_used", "source"]
