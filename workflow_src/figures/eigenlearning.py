@@ -71,7 +71,7 @@ def eigenlearning_chart(ds: xr.Dataset, width: int, height: int):
             tooltip=tooltips(rows, fields))
 
     shown, note = scatter(table, lambda r: dots(r, "measured", x), "measured", "predicted", x,
-                          y, False, False)
+                          y, False, False, "points (network, kernel)")
     diagonal = alt.Chart(pd.DataFrame({"v": domain})).mark_line(
         color="#222222", strokeDash=[5, 4]).encode(x=alt.X("v:Q", **x), y=alt.Y("v:Q", **y))
     stats = [f"{kernel}: Spearman ρ {rho:.2f}, median relative error {error:.1%} ({n} networks)"

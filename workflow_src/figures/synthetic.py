@@ -91,6 +91,15 @@ def metrics_dataset(n_networks: int, n_indicators: int = 17, n_points: int = 100
                                    .astype(float))
     data["ellipse_transitions_init"] = (("run", "ellipse"),
                                         rng.integers(1, 50, (n, n_ellipses)).astype(float))
+    # NTK eigenlearning (figures/eigenlearning.py): predicted near measured, per kernel; a
+    # generator of its own, so the other variables are as before.
+    el_rng = np.random.default_rng(seed + 1)
+    for suffix, shift in (("", 0.0), ("_init", 0.1)):
+        measured = np.clip(0.4 + gap + shift + el_rng.normal(0, 0.05, n), 0.05, None)
+        data[f"eigenlearning_measured_mse{suffix}"] = ("run", measured)
+        data[f"eigenlearning_measured_mse_se{suffix}"] = ("run", np.full(n, 0.02))
+        data[f"eigenlearning_predicted_mse{suffix}"] = (
+            "run", measured * el_rng.lognormal(0, 0.05, n))
     coords["ellipse_kind"] = ("ellipse", np.repeat(KINDS, per_kind))
     coords["angle"] = ("position", np.linspace(0, 2 * np.pi, n_positions, endpoint=False))
     ds = xr.Dataset(data, coords=coords, attrs={
