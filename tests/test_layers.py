@@ -37,8 +37,9 @@ LAYERS = (
     ("metrics", ("metrics",)),
     # one module per metric: its declaration and measure()
     ("measures", ("measures",)),
-    # training one network, a stack of them, and their checkpoints
-    ("training", ("train", "ensemble", "checkpoints")),
+    # training one network, a stack of them (ensemble, its batched parts in stacked),
+    # batch augmentation, and checkpoints
+    ("training", ("train", "ensemble", "stacked", "augmentation", "checkpoints")),
     # what a rule's job runs: rule scripts' shared helpers, train / measure / snapshot jobs,
     # aggregation of the stores and the learning curves
     ("jobs", ("adapter", "train_shard", "measure_shard", "snapshots", "aggregate", "collect")),
@@ -79,8 +80,6 @@ PENDING_PRIVATE = {
 PENDING_FILES = {
     "cnns.py": "to be split with the cycle above (the CNNs' activation codes into a module "
     "of their own)",
-    "ensemble.py": "to be split (the stacked training loop / stacking and unstacking)",
-    "train.py": "to be split (optimizers and schedules / the training loop)",
 }
 # Functions over MAX_FUNCTION_LINES: "file.py:qualified name" -> why.
 PENDING_FUNCTIONS = {
