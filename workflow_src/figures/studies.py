@@ -288,3 +288,65 @@ def message(text: str) -> alt.Chart:
 # The old name, still imported by figures/implicit_bias.py (tests/test_layers.py lists it
 # as pending); new code imports ``message``.
 _message = message
+
+
+def double_descent_table(networks: pd.DataFrame, n_train: int) -> pd.DataFrame:
+    """One row per network and error kind (train / test): n_parameters, error, and the
+    interpolation threshold n_train x classes of its dataset (Belkin et al. 2019)."""
+    frame = networks.assign(train_error=1.0 - networks["train_acc"],
+                            test_error=1.0 - networks["test_acc"],
+                            threshold=n_train * networks["dataset"].map(CLASSES))
+    keep = ["run_id", "dataset", "label_noise", "depth", "width", "n_parameters", "status",
+            "threshold"]
+    long = frame.melt(id_vars=keep, value_vars=["train_error", "test_error"], var_name="error",
+                      value_name="value")
+    long["error"] = long["error"].str.replace("_error", "")
+    return long.sort_values(["dataset", "label_noise", "depth", "error", "n_parameters"])
+
+
+def double_descent_chart(networks: pd.DataFrame, n_train: int, width: int, height: int):
+    """Model-wise double descent (Belkin et al. 2019 Fig. 2; Nakkiran et al. 2019 Fig. 1):
+    training and test error (test: clean labels) against the number of parameters, one
+    line per (label noise, depth), one panel per dataset; the dashed rule marks the
+    interpolation threshold n_train x classes. Every network is drawn, fitted or not (the
+    triangle marks those that missed the training target)."""
+    if "n_parameters" not in networks:
+        return message("n_parameters is not in metrics.zarr: enable measure.norms")
+    table = double_descent_table(networks, n_train)
+    table["line"] = ("noise " + table["label_noise"].astype(str) + ", depth "
+                     + table["depth"].astype(str) + ", " + table["error"])
+    many = len(table) > 2 * MAX_POINTS
+    x = {"title": "parameters (count, log scale)", "scale": alt.Scale(type="log")}
+    y = {"title": "error (fraction; test: clean labels)"}
+    dashes = alt.StrokeDash("error:N", title="error", scale=alt.Scale(
+        domain=["test", "train"], range=[[1, 0], [4, 3]]))
+    fields = ["run_id", "width", "depth", "n_parameters", "error", "value", "status"]
+
+    def make(rows):
+        frame = rows[list(dict.fromkeys([*fields, "line", "threshold"]))]
+        base = alt.Chart(frame[["line", "error", "n_parameters", "value"]])
+        if many:  # the median over the networks of a line at each size
+            base = base.transform_aggregate(value="median(value)",
+                                            groupby=["line", "error", "n_parameters"])
+        lines = base.mark_line(point=False).encode(
+            x=alt.X("n_parameters:Q", **x), y=alt.Y("value:Q", **y),
+            color=alt.Color("line:N", title="label noise, depth, error"), strokeDash=dashes)
+        shown = sample_rows(frame, 2 * MAX_POINTS)
+        points = alt.Chart(shown).mark_point(size=60 if not many else 25, filled=True).encode(
+            x=alt.X("n_parameters:Q", **x), y=alt.Y("value:Q", **y), color="line:N",
+            shape=alt.Shape("status:N", scale=STATUS_SHAPES, title="status"),
+            tooltip=tooltips(shown, fields))
+        # One threshold per dataset.
+        threshold = pd.DataFrame({"threshold": [float(frame["threshold"].mean())],
+                                  "text": ["n_train x classes"]})
+        rule = alt.Chart(threshold).mark_rule(strokeDash=[6, 4], color="gray").encode(
+            x="threshold:Q")
+        label = alt.Chart(threshold).mark_text(align="left", dx=4, color="gray").encode(
+            x="threshold:Q", y=alt.value(10), text="text:N")
+        return alt.layer(lines, points, rule, label).properties(width=width, height=height)
+
+    title = "Model-wise double descent: error against parameters (Belkin et al. 2019)"
+    if many:
+        title = [title, f"{networks['run_id'].nunique()} networks: lines the median of each "
+                        f"size, points a seeded sample of {2 * MAX_POINTS}"]
+    return panels(table, "dataset", make, title=title)
