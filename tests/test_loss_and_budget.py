@@ -468,6 +468,9 @@ def test_a_squared_loss_fixed_budget_study_records_fit_step_and_the_loss(tmp_pat
         assert curve["step"].tolist() == list(range(0, 201, 25))
         assert curve["test_loss"].notna().all()
         row = networks[networks["run_id"] == run_id].iloc[0]
+        assert curve["fit_step"].nunique(dropna=False) == 1
+        assert curve["fit_step"].iloc[0] == row["fit_step"] or (
+            math.isnan(curve["fit_step"].iloc[0]) and math.isnan(row["fit_step"]))
         fitted = curve[(curve["step"] > 0) & (curve["train_acc"] >= 1.0)]["step"]
         if fitted.empty:
             assert math.isnan(row["fit_step"])

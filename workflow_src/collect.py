@@ -18,17 +18,21 @@ def learning_curves(runs: dict[str, dict], curves: list[pd.DataFrame],
                     summaries: list[dict]) -> pd.DataFrame:
     """runs: run id -> hyperparameters; curves and summaries in the same order as runs.
 
-    Columns: run_id, every hyperparameter, status, then step, train_loss and test_loss (the
-    mean of the loss the run trained with, named by its loss_function: cross-entropy in
-    nats, or the squared loss; test_loss NaN in curves written before it was recorded),
-    train_acc, test_acc (fractions), seconds (wall time since training started).
+    Columns: run_id, every hyperparameter, status, fit_step (the first evaluation at
+    which the training accuracy reached the target; NaN: never), then step, train_loss and
+    test_loss (the mean of the loss the run trained with, named by its loss_function:
+    cross-entropy in nats, or the squared loss; test_loss NaN in curves written before it
+    was recorded), train_acc, test_acc (fractions), seconds (wall time since training
+    started).
     """
-    columns = ["run_id", *HYPERPARAMETERS, "status", *CURVE_COLUMNS]
+    columns = ["run_id", *HYPERPARAMETERS, "status", "fit_step", *CURVE_COLUMNS]
     frames = []
     for (run_id, hps), curve, summary in zip(runs.items(), curves, summaries, strict=True):
         if summary["run_id"] != run_id:
             raise ValueError(f"train.json of run {summary['run_id']} given for run {run_id}")
         labels = {name: hps[name] for name in HYPERPARAMETERS}
-        frames.append(curve.assign(run_id=run_id, status=summary["status"], **labels)
-                      .reindex(columns=columns))
+        fit_step = summary.get("fit_step")  # None: never fitted, or a record from before
+        frames.append(curve.assign(run_id=run_id, status=summary["status"],
+                                   fit_step=float("nan") if fit_step is None else fit_step,
+                                   **labels).reindex(columns=columns))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
