@@ -240,8 +240,9 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
             for metric in order:
                 job.measured[metric] = measure_member(metric, copy_for(model), data,
                                                       metrics[metric], job)
-            train_loss, train_correct = evaluate(model, x_train, y_train)
-            _, test_correct = evaluate(model, x_test, y_test)
+            # The loss the network trained with (losses.py), as in its learning curve.
+            train_loss, train_correct = evaluate(model, x_train, y_train, run.loss)
+            _, test_correct = evaluate(model, x_test, y_test, run.loss)
             snapshots.append(_merge_metrics([job.measured[m] for m in order]).assign(
                 step_used=np.int64(used), reached=np.bool_(step <= used), source=source,
                 train_acc=train_correct / x_train.shape[0],
