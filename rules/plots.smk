@@ -8,7 +8,8 @@ from workflow_src.figures.catalogue import options as figure_options
 
 FIGURE_CODE = ("figures/common", "figures/output", "figures/theme", "figures/catalogue",
                "figures/job", "figures/sensitivity", "figures/bounds", "figures/indicators",
-               "figures/studies", "figures/keskar", "figures/snapshots", "figures/eigenlearning",
+               "figures/studies", "figures/double_descent", "figures/keskar", "figures/snapshots",
+               "figures/eigenlearning",
                "metrics/bounds",
                "stats/tables", "stats/summary", "stats/datasets", "integrity", "runtable")
 INDICATOR_CATEGORY = "Which indicators track the gap"

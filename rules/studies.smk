@@ -51,7 +51,8 @@ TARGETS.append(rules.collect_curves.output.curves)
 TARGETS.extend(rules.plot_training.output)
 
 
-# Model-wise double descent (studies/double_descent.yaml): on when plots.double_descent is.
+# Double descent, model-wise and epoch-wise (studies/double_descent.yaml): on when
+# plots.double_descent is.
 if config["plots"]["double_descent"] and not ENABLED["norms"]:
     raise ConfigError("config key plots.double_descent: the figure's x axis is each network's "
                      "n_parameters, which measure.norms measures; set measure.norms.enabled: "
@@ -60,17 +61,22 @@ if config["plots"]["double_descent"] and not ENABLED["norms"]:
 
 rule plot_double_descent:
     output:
-        **figure_outputs("double_descent", category="Double descent"),
+        **figure_outputs("double_descent", "double_descent_epochs", category="Double descent"),
         table=report(f"{STUDY_DIR}/stats/double_descent.csv",
                      caption="../report/captions/double_descent_table.rst",
                      category="Double descent"),
+        peak=report(f"{STUDY_DIR}/stats/double_descent_peak.csv",
+                    caption="../report/captions/double_descent_peak.rst",
+                    category="Double descent"),
+        epochs=f"{STUDY_DIR}/stats/double_descent_epochs.csv",
         seal=study_seal("plot_double_descent"),
     input:
         **sealed(rules.correlate, "networks"),
+        **sealed(rules.collect_curves, "curves"),
         code=package_files(*FIGURE_CODE),
     params:
-        figures_drawn=["double_descent"],
-        options=figure_options(config["plots"], ["double_descent"],
+        figures_drawn=["double_descent", "double_descent_epochs"],
+        options=figure_options(config["plots"], ["double_descent", "double_descent_epochs"],
                                n_train=config["data"]["n_train"]),
         figures=figure_dir,
     log:

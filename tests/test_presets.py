@@ -253,13 +253,23 @@ def test_arpit_small_variant_scores_the_critical_sample_ratio_and_norms(small_ru
 
 
 @small("double_descent")
-def test_double_descent_small_variant_marks_the_threshold(small_run):
-    study = small_run
-    table = pd.read_csv(study / "stats" / "double_descent.csv")
-    assert sorted(table["width"].unique()) == [2, 8, 16, 32, 64]
+def test_double_descent_small_variant_writes_the_peak_and_the_epoch_wise_curve(small_run):
+    stats = small_run / "stats"
+    table = pd.read_csv(stats / "double_descent.csv")
+    assert sorted(table["width"].unique()) == [8, 32]
     assert set(table["threshold"]) == {200 * 10}
-    assert set(table["error"]) == {"train", "test"}
-    assert (study / "figures" / "double_descent.png").read_bytes()[:4] == b"\x89PNG"
+    peak = pd.read_csv(stats / "double_descent_peak.csv")
+    assert sorted(peak["label_noise"]) == [0.0, 0.2]
+    networks = pd.read_csv(stats / "networks.csv")
+    for row in peak.itertuples():
+        errors = 1 - networks[networks["label_noise"] == row.label_noise]["test_acc"]
+        assert row.peak_test_error == pytest.approx(errors.max())  # one seed: the max
+    assert (networks["steps"] == 600).all()  # a fixed budget, whether fitted or not
+    epochs = pd.read_csv(stats / "double_descent_epochs.csv")
+    assert set(epochs["width"]) == {32}  # 2,410 parameters; width 8 has 610, 3.3x below
+    assert set(epochs["step"]) == set(range(50, 601, 50))
+    for stem in ("double_descent", "double_descent_epochs"):
+        assert (small_run / "figures" / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @small("jiang_measures")

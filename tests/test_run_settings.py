@@ -30,6 +30,8 @@ EXISTING_STUDIES = ["config.yaml", "studies/arpit_memorization.yaml",
                     "studies/novak_factors.yaml", "studies/novak_gap.yaml",
                     "studies/zhang_corruption.yaml"]
 EXISTING_IDS_DIGEST = "0f31c16bafdc7d3e"
+# Presets rewritten since (their networks are new ones): read as they were then.
+FROZEN = {"studies/double_descent.yaml": "tests/frozen_studies/double_descent.yaml"}
 DEFAULT_STUDY_IDS = ['01a602c300bb', '0d3231dbf793', '4cf25607a524', '51cda2a7ea9e',
                      '57a08bf87022', '783e6c0d2de0', '912c713ad4d0', '9582002c287b',
                      'c59d0b83f835', 'cbe420da2790', 'e0e8c2283480', 'e76a38e4b67e']
@@ -46,7 +48,8 @@ def test_the_run_ids_of_existing_studies_are_unchanged():
     ids = {}
     for path in EXISTING_STUDIES:
         for scale in ("full", "small"):
-            config = load_study([REPO / path], {"scale": scale} if scale != "full" else {})
+            config = load_study([REPO / FROZEN.get(path, path)],
+                                {"scale": scale} if scale != "full" else {})
             if scale != "full" and scale not in (config.get("scales") or {}):
                 continue
             ids[f"{path}:{scale}"] = sorted(build_run_table(validate_config(config)))

@@ -30,10 +30,11 @@ class _Lazy:
         return getattr(import_module(f"{__package__}.{self._name}"), attr)
 
 
-bounds, conditioning, eigenlearning, implicit_bias, indicators, keskar, sensitivity, studies, \
-    snapshots = (_Lazy(n) for n in ("bounds", "conditioning", "eigenlearning", "implicit_bias",
-                                    "indicators", "keskar", "sensitivity", "studies",
-                                    "snapshots"))
+bounds, conditioning, double_descent, eigenlearning, implicit_bias, indicators, keskar, \
+    sensitivity, studies, snapshots = (
+        _Lazy(n) for n in ("bounds", "conditioning", "double_descent", "eigenlearning",
+                           "implicit_bias", "indicators", "keskar", "sensitivity", "studies",
+                           "snapshots"))
 
 
 class StudyData:
@@ -137,7 +138,11 @@ FIGURES: dict[str, Figure] = {
     "keskar_1d": Figure(("keskar",), SIZE, lambda d, o: (
         keskar.keskar_1d_chart(d.keskar, o["width"], o["height"]))),
     "double_descent": Figure(("networks",), ("n_train", *SIZE), lambda d, o: (
-        studies.double_descent_chart(d.networks, o["n_train"], o["width"], o["height"]))),
+        double_descent.double_descent_chart(d.networks, o["n_train"], o["width"],
+                                            o["height"]))),
+    "double_descent_epochs": Figure(("curves", "networks"), ("n_train", *SIZE), lambda d, o: (
+        double_descent.epoch_wise_chart(d.curves, d.networks, o["n_train"], o["width"],
+                                        o["height"]))),
     "snapshots": Figure(("snapshots",), ("color_by", *SIZE), _snapshots),
     "conditioning_vs_width": Figure(("snapshots",), SIZE, lambda d, o: (
         conditioning.conditioning_vs_width_chart(d.snapshots, o["width"], o["height"]))),
