@@ -5,12 +5,14 @@
     width: their median per width and Kendall's τ with width over the distinct
     initialisations (one per width and seed: the optimizer and the loss do not change them);
 (b) Kendall's τ between the condition number at initialisation and the steps to fit, within
-    each optimizer (and each optimizer and loss);
+    each optimizer (and each optimizer and loss; and each optimizer over the networks that
+    fitted and have a nonsingular kernel);
 (c) the kernel's relative change ‖K(w) − K(w₀)‖_F/‖K(w₀)‖_F at the last snapshot against
     width: median per width, τ with width within each optimizer and loss;
 (d) per network, the smallest PL ratio ½‖∇L‖²/L over its snapshots and λ_min(K)/n at the same
     step, and for the squared loss the smallest bound ratio (PL ratio)/(λ_min/n) over every
-    snapshot (≥ 1 by the inequality; the count below 1 − 1e-9).
+    snapshot (≥ 1 by the inequality; the count below 1 − 1e-9); τ between the two per loss
+    (networks with a singular kernel there have no λ_min/n and are left out).
 
 τ is τ-b with a percentile bootstrap CI over networks (stats/correlation.correlations).
 A singular kernel (condition number +inf) and a network that did not fit within the budget
@@ -110,9 +112,16 @@ def findings(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
         name = keys if isinstance(keys, str) else ", ".join(keys)
         taus.append(dict(group=name, **kendall(group, "condition_init", "steps_to_fit",
                                                n_boot, seed)))
+    fitted = nets[np.isfinite(nets["condition_init"]) & np.isfinite(nets["steps_to_fit"])]
+    for name, group in fitted.groupby("optimizer"):
+        taus.append(dict(group=f"{name}, fitted with a nonsingular kernel",
+                         **kendall(group, "condition_init", "steps_to_fit", n_boot, seed)))
     for keys, group in nets.groupby(["optimizer", "loss"]):
         taus.append(dict(group=", ".join(keys),
                          **kendall(group, "width", "kernel_change_last", n_boot, seed)))
+    for name, group in nets.groupby("loss"):
+        taus.append(dict(group=name, **kendall(group, "lambda_min_over_n_there",
+                                               "min_pl_ratio", n_boot, seed)))
     squared = table[_loss(table) == "squared"]
     ratios = squared["conditioning_pl_bound_ratio"].astype(float)
     bound = {"squared_snapshots": int(len(squared)),
