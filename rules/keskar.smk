@@ -21,8 +21,8 @@ rule keskar_interpolation:
         records=[shard_record(shard) for shard in shards_of(KESKAR_RUNS, SHARDS)],
         **{f"data_{data_id}": f"results/datasets/{data_id}.zarr"
            for data_id in sorted({RUNS[run_id].data.id for run_id in KESKAR_RUNS})},
-        code=package_files("metrics/interpolation", "metrics/jacobian", "models", "integrity",
-                           "runtable"),
+        code=package_files("metrics/interpolation", "metrics/jacobian", "models", "nets/spec",
+                           "cnns", "nets/cnn_codes", "integrity", "runtable"),
     params:
         pairs=[list(pair) for pair in KESKAR_PAIRS],
         runs=[RUNS[run_id].to_dict() for run_id in KESKAR_RUNS],

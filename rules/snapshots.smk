@@ -29,7 +29,7 @@ rule measure_snapshots:
     input:
         unpack(shard_inputs),
         code=package_files("snapshots", "measure_shard", "registry", "train", "models",
-                           "checkpoints",
+                           "nets/spec", "cnns", "nets/cnn_codes", "checkpoints",
                            *sorted({f for m in SNAPSHOT_METRICS for f in SNAPSHOT_CODE[m]})),
     params:
         steps=SNAPSHOT_SETTINGS["steps"],

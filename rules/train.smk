@@ -11,8 +11,8 @@ rule train:
     input:
         unpack(shard_data),
         code=package_files(
-            "train", "train_shard", "ensemble", "models", "cnns", "runtable", "checkpoints",
-            "losses", "augmentation", "stacked"
+            "train", "train_shard", "ensemble", "models", "nets/spec", "cnns", "nets/cnn_codes",
+            "runtable", "checkpoints", "losses", "augmentation", "stacked"
         ),
     params:
         runs=shard_runs,

@@ -6,6 +6,7 @@ the run table) does not. tests/test_run_settings.py pins the ids of every existi
 
 from __future__ import annotations
 
+import ast
 import random
 import subprocess
 import sys
@@ -121,8 +122,10 @@ def test_the_order_of_axes_values_and_blocks_does_not_change_the_runs():
 
 # The modules whose source determines a trained network (checkpoints.py only resumes it,
 # bit for bit: tests/test_checkpoints.py; its own digest is in every checkpoint's identity).
-NETWORK_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py", "cnns.py", "losses.py",
-                "augmentation.py", "stacked.py")
+# Paths relative to workflow_src/; CNN_ONLY is left out of an MLP's hash.
+NETWORK_CODE = ("train.py", "models.py", "nets/spec.py", "runtable.py", "ensemble.py", "cnns.py",
+                "nets/cnn_codes.py", "losses.py", "augmentation.py", "stacked.py")
+CNN_ONLY = ("cnns.py", "nets/cnn_codes.py")
 ARCHITECTURES = ("mlp", "wrn", "alexnet_small", "inception_small")
 
 
@@ -131,8 +134,8 @@ def code_sha_with(monkeypatch, name: str, extra: bytes, architecture: str = "mlp
     real = Path.read_bytes
 
     def read_bytes(path):
-        return real(path) + (extra if path.name == name and path.parent.name ==
-                             "workflow_src" else b"")
+        return real(path) + (extra if path.as_posix().endswith(f"/workflow_src/{name}")
+                             else b"")
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     return train_shard.training_code_sha(architecture)
@@ -146,7 +149,7 @@ def test_editing_a_module_that_builds_or_trains_networks_changes_the_code_hash(
     the CNNs' (an MLP is built without it, and keeps its hash when the CNNs change)."""
     before = train_shard.training_code_sha(architecture)
     after = code_sha_with(monkeypatch, name, b"\n# edited\n", architecture)
-    assert (after != before) == (name != "cnns.py" or architecture != "mlp")
+    assert (after != before) == (name not in CNN_ONLY or architecture != "mlp")
 
 
 @pytest.mark.parametrize("name", ["integrity.py", "adapter.py", "shards.py", "aggregate.py"])
@@ -159,6 +162,7 @@ def test_the_code_hash_does_not_depend_on_where_the_checkout_lies(monkeypatch, t
     package = tmp_path / "elsewhere" / "workflow_src"
     package.mkdir(parents=True)
     for name in train_shard.TRAINING_CODE:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
         (package / name).write_bytes((REPO / "workflow_src" / name).read_bytes())
     before = train_shard.training_code_sha()
     monkeypatch.setattr(train_shard, "__file__", str(package / "train_shard.py"))
@@ -168,7 +172,9 @@ def test_the_code_hash_does_not_depend_on_where_the_checkout_lies(monkeypatch, t
 def test_every_module_that_training_imports_is_one_the_test_above_edits():
     """Build an MLP and every CNN in a fresh interpreter, with the trainers imported: the
     workflow_src modules loaded are NETWORK_CODE's (and checkpoints.py with integrity.py,
-    whose digests it uses), so that list stays complete."""
+    whose digests it uses), so that list stays complete. A package's __init__.py is
+    loaded too: it must hold nothing but constants (its docstring, a version), so it cannot
+    change a network."""
     script = (
         "import sys, torch\n"
         "from workflow_src import ensemble, train\n"
@@ -176,11 +182,19 @@ def test_every_module_that_training_imports_is_one_the_test_above_edits():
         "for arch in ('mlp', 'wrn', 'alexnet_small', 'inception_small'):\n"
         "    build_model(ModelSpec((1, 8, 8), 10, 1 if arch == 'wrn' else 4,\n"
         "                10 if arch == 'wrn' else 1, 'relu', True, architecture=arch), 0)\n"
-        "print(' '.join(sorted(m.split('.')[-1] + '.py' for m in sys.modules\n"
-        "                      if m.startswith('workflow_src.'))))\n")
+        "package = sys.modules['workflow_src'].__file__.rsplit('__init__.py', 1)[0]\n"
+        "print(' '.join(sorted(m.__file__[len(package):].replace('\\\\', '/')\n"
+        "                      for m in list(sys.modules.values())\n"
+        "                      if m.__name__.startswith('workflow_src'))))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout.split()
-    assert set(out) - {"checkpoints.py", "integrity.py"} <= set(NETWORK_CODE), out
+    packages = {name for name in out if name.endswith("__init__.py")}
+    for name in packages:
+        body = ast.parse((REPO / "workflow_src" / name).read_text()).body
+        assert all(isinstance(node, (ast.Expr, ast.Assign))
+                   and isinstance(node.value, ast.Constant) for node in body), name
+    assert set(out) - packages - {"checkpoints.py", "integrity.py"} <= set(NETWORK_CODE), out
+    assert "nets/spec.py" in out and "nets/cnn_codes.py" in out, out
 
 
 # --- a shard's membership and id ------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Convolutional networks: Zhang et al. 2017's small AlexNet and small Inception, and a WRN.
 
-All three are built from a ``ModelSpec`` (workflow_src/models.py), take (B, C, H, W) inputs
+All three are built from a ``ModelSpec`` (workflow_src/nets/spec.py), take (B, C, H, W) inputs
 and return (B, n_classes) logits. Inputs larger than 28 x 28 in both H and W (CIFAR-10/100,
 SVHN: 32 x 32) are centre-cropped to 28 x 28 first, as in Zhang et al. ("28 x 28 centre
 crops"); smaller inputs (MNIST/Fashion-MNIST 28 x 28, sklearn digits 8 x 8) are used as they
@@ -48,29 +48,20 @@ whatever spec.bias says, and spec.bias only sets the final linear layer's bias (
 with). WRN-16-4, 3 x 28 x 28, 10 classes: 2,748,890 parameters (paper: 2.7M); WRN-28-10:
 36,479,194 (paper: 36.5M). The count does not depend on the input size.
 
-Activation codes (``activation_codes``): Novak et al. 2018's code c(x) generalised to CNNs.
-For every unit of every activation layer (each channel and spatial position) the number of
-``BREAKPOINTS[spec.activation]`` strictly below its pre-activation, and for every max-pool
-output unit the position (0 .. 8, row-major) of its argmax within its 3 x 3 window; flattened
-per layer and concatenated in execution order to (B, U) int16 codes. Eval-mode batch norm is
-affine and contributes nothing; so does the global mean pool. For inception_small and wrn
-with a piecewise-linear activation the network is affine on each region of constant code
-(these are its linear regions). LRN is smooth and contributes nothing either, so for
-alexnet_small the regions are only regions of fixed activation/max-pool pattern, and the
-network is not affine on them. tanh has no breakpoints: ValueError.
+Activation codes (``activation_codes``, ``forward_with_codes``): Novak et al. 2018's code
+c(x) generalised to CNNs, defined in workflow_src/nets/cnn_codes.py.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from workflow_src.models import ACTIVATIONS, BREAKPOINTS, ModelSpec
-from workflow_src.runtable import MIN_CNN_SIDE, architecture_problem
+from .nets.cnn_codes import ActivationCodes
+from .nets.spec import ACTIVATIONS, ModelSpec
+from .runtable import MIN_CNN_SIDE, architecture_problem
 
 CROP = 28  # Zhang et al.'s centre-crop size
 MIN_SIDE = MIN_CNN_SIDE  # smallest input side accepted (sklearn digits): they downsample by 4
@@ -132,8 +123,9 @@ class ShiftBatchNorm2d(nn.BatchNorm2d):
         return super().extra_repr() + f", shift={self.bias is not None}"
 
 
-class _CodedNet(nn.Module):
-    """Shared parts: seeded initialisation, the centre crop and activation codes."""
+class _CodedNet(ActivationCodes, nn.Module):
+    """Shared parts: seeded initialisation, the centre crop, and activation codes
+    (``ActivationCodes``, workflow_src/nets/cnn_codes.py)."""
 
     spec: ModelSpec
 
@@ -179,78 +171,6 @@ class _CodedNet(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    # --- activation codes -------------------------------------------------------------
-
-    def _breakpoints(self, like: torch.Tensor) -> torch.Tensor:
-        bp = BREAKPOINTS[self.spec.activation]
-        if not bp:
-            raise ValueError(
-                f"activation {self.spec.activation!r} is smooth and has no breakpoints, so "
-                "activation codes are undefined; use a piecewise-linear activation "
-                f"({', '.join(k for k, v in BREAKPOINTS.items() if v)})"
-            )
-        return torch.tensor(bp, dtype=like.dtype, device=like.device)
-
-    @contextmanager
-    def _recording(self, codes: list[torch.Tensor]):
-        act_cls = ACTIVATIONS[self.spec.activation]
-        self._breakpoints(torch.zeros(()))  # raise for tanh before any pass
-
-        def act_hook(module, inputs, output):
-            pre = inputs[0]
-            codes.append(torch.bucketize(pre, self._breakpoints(pre), right=False)
-                         .flatten(1).to(torch.int16))
-
-        def pool_hook(module, inputs, output):
-            codes.append(_pool_window_argmax(module, inputs[0]).flatten(1))
-
-        handles = []
-        for m in self.modules():
-            if type(m) is act_cls:
-                handles.append(m.register_forward_hook(act_hook))
-            elif isinstance(m, nn.MaxPool2d):
-                handles.append(m.register_forward_hook(pool_hook))
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-    def forward_with_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and (B, U) int16 activation codes from one and the same forward pass, in
-        the network's current mode (eval for measurement)."""
-        codes: list[torch.Tensor] = []
-        with self._recording(codes):
-            logits = self(x)
-        return logits, torch.cat(codes, dim=1)
-
-    @torch.no_grad()
-    def activation_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, U) int16 activation codes (see the module docstring). The pass runs in eval
-        mode (batch norm with running statistics, so each point's code is its own); the
-        previous mode is restored afterwards."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.forward_with_codes(x)[1]
-        finally:
-            self.train(was_training)
-
-
-def _pool_window_argmax(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
-    """For each output of ``pool`` on ``x``, the row-major position of its argmax within its
-    window, as int16 (B, C, H_out, W_out)."""
-    k, s, p = (pool.kernel_size, pool.stride, pool.padding)
-    if not all(isinstance(v, int) for v in (k, s, p)) or pool.dilation != 1:
-        raise NotImplementedError("codes need square, undilated max-pools")
-    _, idx = F.max_pool2d(x, k, s, p, ceil_mode=pool.ceil_mode, return_indices=True)
-    w_in = x.shape[-1]
-    row, col = idx // w_in, idx % w_in
-    h_out, w_out = idx.shape[-2:]
-    top = torch.arange(h_out, device=x.device).view(-1, 1) * s - p
-    left = torch.arange(w_out, device=x.device).view(1, -1) * s - p
-    return ((row - top) * k + (col - left)).to(torch.int16)
 
 
 # --- AlexNet (small) -----------------------------------------------------------------

@@ -1,62 +1,22 @@
-"""Fully connected networks as in Novak et al. 2018 (arXiv 1802.08760), §2.
+"""Fully connected networks as in Novak et al. 2018 (arXiv 1802.08760), §2, and building,
+saving and loading a network of any architecture (the MLP here, the CNNs of cnns.py).
 
-Every activation is PyTorch's own definition. ``BREAKPOINTS`` lists where each
-piecewise-linear activation changes its linear piece; the transition metrics (Novak §3.2)
-use them to define a unit's activation code. ``tanh`` is smooth and has none.
+``ModelSpec``, ``ACTIVATIONS`` and ``BREAKPOINTS`` are defined in workflow_src/nets/spec.py
+and importable from here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "hard_tanh": nn.Hardtanh,
-    "hard_sigmoid": nn.Hardsigmoid,
-    "tanh": nn.Tanh,
-}
+from .cnns import CNN_ARCHITECTURES
+from .nets.spec import ACTIVATIONS, BREAKPOINTS, ModelSpec
 
-# Pre-activation values at which the activation switches linear piece.
-BREAKPOINTS: dict[str, tuple[float, ...]] = {
-    "relu": (0.0,),
-    "relu6": (0.0, 6.0),
-    "hard_tanh": (-1.0, 1.0),
-    "hard_sigmoid": (-3.0, 3.0),
-    "tanh": (),
-}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that fixes a network's architecture."""
-
-    input_shape: tuple[int, ...]  # (C, H, W) of one input
-    n_classes: int
-    width: int  # units per hidden layer
-    depth: int  # number of hidden layers
-    activation: str
-    bias: bool = True
-    # The convolutional networks of workflow_src/cnns.py; "mlp" is the MLP below, for which
-    # batch_norm is always False. For "wrn", width is the widen factor k and depth the
-    # WRN depth 6n + 4; alexnet_small and inception_small have their published sizes and
-    # width = depth = 0.
-    architecture: str = "mlp"
-    batch_norm: bool = False
-
-    def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}"
-            )
-
-    @property
-    def input_dim(self) -> int:
-        return math.prod(self.input_shape)
+__all__ = ["ACTIVATIONS", "BREAKPOINTS", "MLP", "ModelSpec", "build_model", "is_mlp",
+           "load_model", "network_class", "save_model"]
 
 
 class MLP(nn.Module):
@@ -104,7 +64,6 @@ def network_class(spec: ModelSpec) -> type[nn.Module]:
     """The module class of ``spec.architecture``: the MLP here, or a CNN of cnns.py."""
     if spec.architecture == "mlp":
         return MLP
-    from .cnns import CNN_ARCHITECTURES  # imported only by jobs that build a CNN
     return CNN_ARCHITECTURES[spec.architecture]
 
 

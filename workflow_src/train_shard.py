@@ -60,11 +60,12 @@ from .runtable import RunSpec
 from .train import train
 
 # The modules whose code determines a trained network (and so whether one can be reused):
-# every network's, plus cnns.py for the convolutional ones. An MLP's hash leaves cnns.py out,
-# so that editing the CNNs retrains no MLP (and the MLPs keep the hash they had before).
-TRAINING_CODE = ("train.py", "models.py", "runtable.py", "ensemble.py", "losses.py",
-                 "augmentation.py", "stacked.py")
-CNN_CODE = ("cnns.py",)
+# every network's, plus cnns.py and nets/cnn_codes.py for the convolutional ones. An MLP's
+# hash leaves those out, so that editing the CNNs retrains no MLP. Paths are relative to
+# workflow_src/ (the same on every platform: a hash input).
+TRAINING_CODE = ("train.py", "models.py", "nets/spec.py", "runtable.py", "ensemble.py",
+                 "losses.py", "augmentation.py", "stacked.py")
+CNN_CODE = ("cnns.py", "nets/cnn_codes.py")
 # Keys of a member's summary the shard record repeats, so aggregate reads one file a shard.
 SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "fit_step", "train_correct", "n_train",
                       "test_correct", "n_test")

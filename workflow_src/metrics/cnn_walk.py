@@ -4,10 +4,10 @@ The CNN twin of ``exact_transitions_polygons`` (mlp_walk_batched.py). It applies
 whose every nonlinearity is piecewise linear: a ReLU-family activation (relu, relu6, hard_tanh,
 hard_sigmoid) and max-pooling, with batch norm in eval mode (a fixed affine map), i.e.
 ``inception_small`` (with or without batch norm) and ``wrn`` of workflow_src/cnns.py. Such a
-network is affine on each region of constant code (``cnns._CodedNet.activation_codes``:
-every activation unit's piece, every max-pool output's argmax in its window), so along a
-segment x(t) = a + t (b - a), t in [0, 1], every pre-activation z_u(t) and every max-pool
-window entry v(t) is affine in t inside a region.
+network is affine on each region of constant code (``activation_codes`` of
+workflow_src/nets/cnn_codes.py: every activation unit's piece, every max-pool output's argmax
+in its window), so along a segment x(t) = a + t (b - a), t in [0, 1], every pre-activation
+z_u(t) and every max-pool window entry v(t) is affine in t inside a region.
 
 The walk, per segment: at the current t, one forward pass with a forward-mode JVP along
 b - a (``torch.autograd.forward_ad`` dual tensors, float64) gives every z_u, v and their
@@ -67,7 +67,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import ACTIVATIONS, BREAKPOINTS
+from ..nets.spec import ACTIVATIONS, BREAKPOINTS
 from .mlp_walk import ATOL, DERIV_RTOL, SAME_VERTEX, WalkResult, codes_ahead, piece_slopes
 from .mlp_walk_batched import segment_exits
 
@@ -132,7 +132,7 @@ class _Region:
         self.order = []  # the codes of each layer in execution order, as in activation_codes
 
     def execution_codes(self) -> torch.Tensor:
-        """(B, U + M) int16 codes in ``cnns._CodedNet.activation_codes``'s order."""
+        """(B, U + M) int16 codes in ``nets/cnn_codes.py``'s ``activation_codes`` order."""
         return torch.cat([c.flatten(1).to(torch.int16) for c in self.order], 1)
 
     def codes(self):

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models import BREAKPOINTS, MLP
+from ..models import MLP
+from ..nets.spec import breakpoints
 
 # A pre-activation within ATOL * (1 + |p|) of breakpoint p counts as lying on it.
 ATOL = 1e-9
@@ -57,18 +58,6 @@ class WalkResult:
     # once per polygon segment or ellipse (``Walker.first_layer``); for a wide input it
     # costs most of a network pass, so a cost comparison adds it to ``evaluations``.
     first_layer_evaluations: int = 0
-
-
-def breakpoints(model: MLP, dtype, device) -> torch.Tensor:
-    """Sorted breakpoints of the model's activation, (P,); tanh has none and is refused."""
-    name = model.spec.activation
-    if not BREAKPOINTS[name]:
-        raise ValueError(
-            f"activation {name!r} is smooth and has no linear pieces, so activation codes "
-            f"and transitions (Novak §3.2) are undefined; use one of "
-            f"{sorted(k for k, v in BREAKPOINTS.items() if v)}"
-        )
-    return torch.tensor(sorted(BREAKPOINTS[name]), dtype=dtype, device=device)
 
 
 def codes_ahead(pre, derivs, bp, atol) -> torch.Tensor:
@@ -106,7 +95,7 @@ class Walker:
 
     def __init__(self, model: MLP, dtype: torch.dtype, atol: float):
         param = next(model.parameters())
-        self.bp = breakpoints(model, dtype, param.device)  # (P,)
+        self.bp = breakpoints(model.spec.activation, dtype, param.device)  # (P,)
         self.model = copy.deepcopy(model).to(dtype)
         self.atol = atol
         self.slopes = piece_slopes(self.model.activation, self.bp)

@@ -29,8 +29,8 @@ from collections.abc import Callable
 import torch
 
 from ..models import MLP
-from .mlp_walk import (WalkResult, Walker, breakpoints, exact_transitions_ellipse,
-                       exact_transitions_polygon)
+from ..nets.spec import breakpoints
+from .mlp_walk import WalkResult, Walker, exact_transitions_ellipse, exact_transitions_polygon
 from .mlp_walk_batched import exact_transitions_ellipses, exact_transitions_polygons
 
 __all__ = ["WalkResult", "activation_codes", "exact_transitions_ellipse",
@@ -50,7 +50,7 @@ def activation_codes(model: MLP, x: torch.Tensor) -> torch.Tensor:
     1 for z > 0; a pre-activation exactly on a breakpoint belongs to the lower piece.
     """
     pre = torch.cat(model.preactivations(x), dim=1)  # (B, U)
-    bp = breakpoints(model, pre.dtype, pre.device)  # (P,)
+    bp = breakpoints(model.spec.activation, pre.dtype, pre.device)  # (P,)
     return torch.bucketize(pre, bp, right=False).to(torch.int8)
 
 
@@ -90,7 +90,7 @@ def sampled_transitions_polygon(model: MLP, vertices: torch.Tensor, k: int,
     param = next(model.parameters())
     n = len(vertices)
     z1 = model.hidden[0](vertices.to(param).flatten(start_dim=1))  # (V, width)
-    bp = breakpoints(model, param.dtype, param.device)
+    bp = breakpoints(model.spec.activation, param.dtype, param.device)
 
     def codes(s: torch.Tensor) -> torch.Tensor:
         u = s.to(device=param.device, dtype=torch.float64) * n
