@@ -66,8 +66,6 @@ PENDING_CYCLES = {
 }
 # Private names used from another module: (importer, "module.name") -> why.
 PENDING_PRIVATE = {
-    ("checkpoints", "integrity._compare"): "checkpoints.py is being changed in parallel; it "
-    "is to call integrity.compare (integrity keeps the old name as an alias until then)",
     ("figures.implicit_bias", "figures.studies._message"): "to import "
     "figures.studies.message (studies keeps the old name as an alias until then)",
     ("metrics.conditioning", "metrics.ntk._Jacobians"): "the per-output Jacobians of the "

@@ -175,7 +175,7 @@ class CheckpointStore:
         path = self.folder / name
         if FILE.match(name) is None or int(FILE.match(name).group(1)) != step:
             return self.discard(f"{pointer} names {name!r} for step {step}")
-        problems = integrity._compare(path, str(path), expected)
+        problems = integrity.compare(path, str(path), expected)
         if problems:
             return self.discard(f"it is damaged ({'; '.join(map(str, problems))})")
         try:

@@ -89,10 +89,6 @@ def compare(path: Path, label: str, expected: dict) -> list[Problem]:
     return []
 
 
-# The old name, still used by checkpoints.py (tests/test_layers.py lists it as pending).
-_compare = compare
-
-
 # --- stores ---------------------------------------------------------------------------------
 
 def write_store(ds, store) -> None:
