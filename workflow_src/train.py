@@ -196,20 +196,11 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
     y_train = torch.as_tensor(data["y_train"].values, device=device)  # (N,)
     x_test = torch.as_tensor(data["x_test"].values, device=device)
     y_test = torch.as_tensor(data["y_test"].values, device=device)
-    spec = model_spec_for(run, data)
-
-    def fresh():  # the initial network, its optimizer and its batch generator
-        model = build_model(spec, seed=run.seed, device=device)
-        model = model.to(x_train.dtype)  # a no-op for stage 2's float32 data
-        if device.type == "cuda" and run.architecture != "mlp":
-            # cuDNN's fast convolutions are for NHWC; the numbers are those of NCHW.
-            model = model.to(memory_format=torch.channels_last)
-        model.train()
-        return model, run_optimizer(run, model.parameters()), batch_generator(run, device)
-
-    model, optimizer, generator = fresh()
-    full_batch = run.full_batch
     n = x_train.shape[0]
+    spec = model_spec_for(run, data)
+    (model, optimizer, generator), state = _resume(
+        checkpoints, lambda: _fresh(run, spec, device, x_train.dtype), n, run, device, log)
+    full_batch = run.full_batch
     batch_size = n if full_batch else min(run.batch_size, n)
     steps_per_epoch = n // batch_size
     scheduled = run.lr_schedule != "constant"
@@ -217,21 +208,9 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
     def checkpoint(at_step: int) -> Checkpoint:
         return _checkpoint(model, x_train, y_train, x_test, y_test, at_step, start, run.loss)
 
-    saved = checkpoints.load() if checkpoints is not None else None
-    if saved is not None:
-        try:
-            step, status, order, cursor, curve, seconds = restore_state(
-                saved, model, optimizer, generator, n, run.max_steps, device)
-        except Exception as err:  # intact and this network's, yet it does not fit
-            checkpoints.discard(f"it does not fit this network ({type(err).__name__}: {err})")
-            model, optimizer, generator = fresh()
-            saved = None
-        else:
-            log(f"resumed from the checkpoint at step {step} ({seconds:.1f} s of training)")
-    if saved is None:
-        step, status, seconds = 0, "", 0.0
+    step, status, order, cursor, curve, seconds = state or (0, "", None, 0, None, 0.0)
     start = time.perf_counter() - seconds
-    if saved is None:
+    if state is None:
         # Step 0 is the initial network (its loss is about ln K), where learning curves
         # start; the stopping rule is checked from the first evaluation after an update.
         curve = [checkpoint(0)]
@@ -246,20 +225,11 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
         if scheduled:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(run, step, steps_per_epoch)
-        if run.optimizer == "lbfgs":
-            loss = lbfgs_step(model, optimizer, xb, yb, run.weight_decay,
-                              lambda: forward_precision(run, device), run.loss)
-        else:
-            with forward_precision(run, device):
-                loss = batch_loss(run.loss, model(xb), yb)
-        if not torch.isfinite(loss):
+        loss, finite = _update(run, model, optimizer, xb, yb, device)
+        if not finite:
             status = "diverged"
             log(f"step {step}: non-finite loss {loss.item()}; stopping as diverged")
             break
-        if run.optimizer != "lbfgs":
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
         if is_eval_step(run, step):
             point = checkpoint(step)
             curve.append(point)
@@ -274,6 +244,52 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
             checkpoints.stop(step, lambda: training_state(step, status, order, cursor, curve,
                                                           model, optimizer, generator, start))
     return model, finish(run, status or "unconverged", step, curve, checkpoint(step))
+
+
+def _fresh(run: RunSpec, spec: ModelSpec, device: torch.device, dtype: torch.dtype):
+    """The initial network of ``run`` (in ``dtype``), its optimizer and batch generator."""
+    model = build_model(spec, seed=run.seed, device=device)
+    model = model.to(dtype)  # a no-op for stage 2's float32 data
+    if device.type == "cuda" and run.architecture != "mlp":
+        # cuDNN's fast convolutions are for NHWC; the numbers are those of NCHW.
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    return model, run_optimizer(run, model.parameters()), batch_generator(run, device)
+
+
+def _resume(checkpoints: CheckpointStore | None, fresh, n: int, run: RunSpec,
+            device: torch.device, log):
+    """((network, optimizer, generator), state): ``fresh()``'s, with the loop's state (step,
+    status, order, cursor, curve, seconds) from this network's latest checkpoint, or None
+    for the state when none fits (one that does not is discarded, the network rebuilt)."""
+    model, optimizer, generator = fresh()
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is None:
+        return (model, optimizer, generator), None
+    try:
+        state = restore_state(saved, model, optimizer, generator, n, run.max_steps, device)
+    except Exception as err:  # intact and this network's, yet it does not fit
+        checkpoints.discard(f"it does not fit this network ({type(err).__name__}: {err})")
+        return fresh(), None
+    log(f"resumed from the checkpoint at step {state[0]} ({state[5]:.1f} s of training)")
+    return (model, optimizer, generator), state
+
+
+def _update(run: RunSpec, model: nn.Module, optimizer, xb: torch.Tensor, yb: torch.Tensor,
+            device: torch.device) -> tuple[torch.Tensor, bool]:
+    """Loss on (xb, yb), and if it is finite; no step after one that is not (L-BFGS's aside)."""
+    if run.optimizer == "lbfgs":
+        loss = lbfgs_step(model, optimizer, xb, yb, run.weight_decay,
+                          lambda: forward_precision(run, device), run.loss)
+        return loss, bool(torch.isfinite(loss))
+    with forward_precision(run, device):
+        loss = batch_loss(run.loss, model(xb), yb)
+    if not torch.isfinite(loss):
+        return loss, False
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, True
 
 
 def forward_precision(run: RunSpec, device: torch.device):

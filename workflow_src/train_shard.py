@@ -164,76 +164,14 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
     member in training (0: none), and the steps whose checkpoints stay when it is finished
     (config training.checkpoint_every, training.keep_checkpoints).
     """
-    code_shas = {arch: training_code_sha(arch) for arch in {run.architecture for run in runs}}
-    data_shas = {data_id: data_sha(path) for data_id, path in data_stores.items()}
-    opened: dict = {}
-
-    def data_of(run):  # opened (and checked against its seal) when first needed
-        if run.data.id not in opened:
-            opened[run.data.id] = integrity.open_store(data_stores[run.data.id])
-        return opened[run.data.id]
-
-    def save(run, model, result):
-        summaries[run.id] = save_trained(run, model, result, run_folder(results, run.id),
-                                         device, code_shas[run.architecture],
-                                         data_shas[run.data.id])
-
-    def checkpoints_of(run):
-        identity = {"run_id": run.id, "code_sha": code_shas[run.architecture],
-                    "data_sha": data_shas[run.data.id],
-                    "device": device.type, "torch": str(torch.__version__)}
-        return CheckpointStore(run_folder(results, run.id), identity, checkpoint_every,
-                               keep_checkpoints, progress.prefixed(f"run {run.id}"))
-
-    progress = Progress(log, len(runs), "networks")
-    summaries: dict[str, dict] = {}
-    todo = []
-    for run in runs:
-        summary, why = reusable_summary(run, run_folder(results, run.id),
-                                        code_shas[run.architecture], data_shas[run.data.id])
-        if summary is None:
-            log(f"run {run.id}: to train: {why}")
-            todo.append(run)
-        else:
-            summaries[run.id] = summary
-            checkpoints_of(run).tidy()  # left by a job killed right after sealing it
-            progress.done(f"run {run.id}: reused ({summary['status']}, {summary['steps']} steps)")
-    failures: dict[str, str] = {}
+    job = _ShardJob(shard, runs, data_stores, Path(results), device, log, checkpoint_every,
+                    keep_checkpoints)
+    todo = job.reuse()
     stacked = [run for run in todo if stackable(run)] if stack else []
     raise_if_stop_requested()
-    if len(stacked) > 1:
-        log(f"training {len(stacked)} networks as one stacked ensemble on {device}")
-        # Only MLPs stack (ensemble.stackable), so the stack's code is the MLPs'.
-        stack_store = stack_checkpoints(results, shard, stacked, training_code_sha(),
-                                        data_shas, device,
-                                        checkpoint_every, progress.prefixed("stack"))
-        try:
-            trained = train_stacked(stacked, [data_of(run) for run in stacked], device,
-                                    progress.prefixed("stack"), checkpoints=stack_store)
-        except Exception:  # e.g. out of memory: fall back to one after another
-            log(f"stacked training failed; training one after another:\n{traceback.format_exc()}")
-        else:
-            for run, (model, result) in zip(stacked, trained):
-                save(run, model, result)
-                checkpoints_of(run).clear()  # any were of a run one after another
-                progress.done(f"run {run.id}: {result.status} after {result.steps} steps")
-            stack_store.clear()  # only now that every member is sealed (it keeps none)
-            todo = [run for run in todo if run not in stacked]
-    for run in todo:
-        raise_if_stop_requested()  # a signal arrived while the previous member finished
-        progress.start(f"run {run.id}: {run}")
-        try:
-            checkpoints = checkpoints_of(run)
-            model, result = train(run, data_of(run), device, progress.prefixed(f"run {run.id}"),
-                                  checkpoints=checkpoints)
-            save(run, model, result)
-            checkpoints.finish()  # only now that the network is sealed
-        except Exception:
-            failures[run.id] = traceback.format_exc()
-            progress.done(f"run {run.id}: FAILED\n{failures[run.id]}")
-            continue
-        progress.done(f"run {run.id}: {result.status} after {result.steps} steps, "
-                      f"gap {result.gap:.4f}")
+    if len(stacked) > 1 and job.train_stacked(stacked):
+        todo = [run for run in todo if run not in stacked]
+    failures = job.train_each(todo)
     if failures:
         raise MemberFailed(
             f"{len(failures)} of {len(runs)} networks of shard {shard} failed to train: "
@@ -241,10 +179,106 @@ def train_shard(shard: str, runs: list[RunSpec], data_stores: dict, results: Pat
             "are saved and will be reused when the job runs again.")
     # A stack's checkpoint left by stacked training that failed (and fell back to one after
     # another) or by an earlier stack of other members belongs to no network now.
-    stack_checkpoints(results, shard, [], training_code_sha(), data_shas, device, 0,
+    stack_checkpoints(results, shard, [], training_code_sha(), job.data_shas, device, 0,
                       log).clear()
-    seal_shard(shard, runs, summaries, results)
-    return summaries
+    seal_shard(shard, runs, job.summaries, results)
+    return job.summaries
+
+
+class _ShardJob:
+    """One train job's members: which are reused, training them (stacked or one after
+    another), and saving each with the code and data it was trained by."""
+
+    def __init__(self, shard, runs, data_stores, results, device, log, checkpoint_every,
+                 keep_checkpoints):
+        self.shard, self.runs, self.data_stores, self.results = shard, runs, data_stores, results
+        self.device, self.log = device, log
+        self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
+        self.code_shas = {arch: training_code_sha(arch)
+                          for arch in {run.architecture for run in runs}}
+        self.data_shas = {data_id: data_sha(path) for data_id, path in data_stores.items()}
+        self.opened: dict = {}
+        self.summaries: dict[str, dict] = {}
+        self.progress = Progress(log, len(runs), "networks")
+
+    def data_of(self, run):  # opened (and checked against its seal) when first needed
+        if run.data.id not in self.opened:
+            self.opened[run.data.id] = integrity.open_store(self.data_stores[run.data.id])
+        return self.opened[run.data.id]
+
+    def save(self, run, model, result):
+        self.summaries[run.id] = save_trained(
+            run, model, result, run_folder(self.results, run.id), self.device,
+            self.code_shas[run.architecture], self.data_shas[run.data.id])
+
+    def checkpoints_of(self, run) -> CheckpointStore:
+        identity = {"run_id": run.id, "code_sha": self.code_shas[run.architecture],
+                    "data_sha": self.data_shas[run.data.id],
+                    "device": self.device.type, "torch": str(torch.__version__)}
+        return CheckpointStore(run_folder(self.results, run.id), identity,
+                               self.checkpoint_every, self.keep_checkpoints,
+                               self.progress.prefixed(f"run {run.id}"))
+
+    def reuse(self) -> list[RunSpec]:
+        """Reuse every member trained by this code on this data; return the others."""
+        todo = []
+        for run in self.runs:
+            summary, why = reusable_summary(run, run_folder(self.results, run.id),
+                                            self.code_shas[run.architecture],
+                                            self.data_shas[run.data.id])
+            if summary is None:
+                self.log(f"run {run.id}: to train: {why}")
+                todo.append(run)
+            else:
+                self.summaries[run.id] = summary
+                self.checkpoints_of(run).tidy()  # left by a job killed right after sealing it
+                self.progress.done(f"run {run.id}: reused ({summary['status']}, "
+                                   f"{summary['steps']} steps)")
+        return todo
+
+    def train_stacked(self, stacked: list[RunSpec]) -> bool:
+        """Train ``stacked`` as one stacked ensemble and save them; False if that failed."""
+        self.log(f"training {len(stacked)} networks as one stacked ensemble on {self.device}")
+        # Only MLPs stack (ensemble.stackable), so the stack's code is the MLPs'.
+        stack_store = stack_checkpoints(self.results, self.shard, stacked, training_code_sha(),
+                                        self.data_shas, self.device, self.checkpoint_every,
+                                        self.progress.prefixed("stack"))
+        try:
+            trained = train_stacked(stacked, [self.data_of(run) for run in stacked],
+                                    self.device, self.progress.prefixed("stack"),
+                                    checkpoints=stack_store)
+        except Exception:  # e.g. out of memory: fall back to one after another
+            self.log("stacked training failed; training one after another:\n"
+                     f"{traceback.format_exc()}")
+            return False
+        for run, (model, result) in zip(stacked, trained):
+            self.save(run, model, result)
+            self.checkpoints_of(run).clear()  # any were of a run one after another
+            self.progress.done(f"run {run.id}: {result.status} after {result.steps} steps")
+        stack_store.clear()  # only now that every member is sealed (it keeps none)
+        return True
+
+    def train_each(self, todo: list[RunSpec]) -> dict[str, str]:
+        """Train ``todo`` one after another and save each; run id -> traceback of those that
+        failed."""
+        failures: dict[str, str] = {}
+        for run in todo:
+            raise_if_stop_requested()  # a signal arrived while the previous member finished
+            self.progress.start(f"run {run.id}: {run}")
+            try:
+                checkpoints = self.checkpoints_of(run)
+                model, result = train(run, self.data_of(run), self.device,
+                                      self.progress.prefixed(f"run {run.id}"),
+                                      checkpoints=checkpoints)
+                self.save(run, model, result)
+                checkpoints.finish()  # only now that the network is sealed
+            except Exception:
+                failures[run.id] = traceback.format_exc()
+                self.progress.done(f"run {run.id}: FAILED\n{failures[run.id]}")
+                continue
+            self.progress.done(f"run {run.id}: {result.status} after {result.steps} steps, "
+                               f"gap {result.gap:.4f}")
+        return failures
 
 
 def shard_record(results: Path, shard: str) -> Path:
