@@ -22,7 +22,8 @@ rule keskar_interpolation:
         **{f"data_{data_id}": f"results/datasets/{data_id}.zarr"
            for data_id in sorted({RUNS[run_id].data.id for run_id in KESKAR_RUNS})},
         code=package_files("metrics/interpolation", "metrics/jacobian", "models", "nets/spec",
-                           "cnns", "nets/cnn_codes", "integrity", "runtable"),
+                           "cnns", "nets/cnn_codes", "nets/checked", "integrity", "paths",
+                           "runtable"),
     params:
         pairs=[list(pair) for pair in KESKAR_PAIRS],
         runs=[RUNS[run_id].to_dict() for run_id in KESKAR_RUNS],

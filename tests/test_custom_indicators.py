@@ -18,6 +18,7 @@ import xarray as xr
 from workflow_src import integrity, registry
 from workflow_src import measure_shard as ms
 from workflow_src.config import ConfigError
+from workflow_src.nets.checked import load_checked
 from workflow_src.models import ModelSpec, build_model
 
 from test_measure_job import SHARD, results, run_job, runs, trained  # noqa: F401 (fixtures)
@@ -197,7 +198,7 @@ def test_a_declaration_in_the_entry_or_the_module_is_read_without_importing(work
     assert registry.expected_sign("top_logit") == -1 and registry.units("value") == "u"
     assert list(registry.metrics())[-2:] == ["good", "nan"]
     assert registry.metric("nan").cost == 2.0 and registry.code_modules("good") == [
-        "cnns", "custom", "models"]
+        "cnns", "custom", "models", "nets/cnn_codes", "nets/spec"]
 
 
 # --- the measuring job ------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_a_custom_indicator_is_measured_stored_reused_and_re_measured_when_edite
         assert ds["top_logit"].dims == ("run", "point")
         for i, run in enumerate(runs()):
             run_dir = ms.run_folder(folder, run.id)
-            model = integrity.load_model(run_dir / "model.pt", run_dir / "train.json", "cpu")
+            model = load_checked(run_dir / "model.pt", run_dir / "train.json", "cpu")
             data = integrity.open_store(data_stores[run.data.id])
             n = metrics["good"]["n_points"]
             with torch.no_grad():

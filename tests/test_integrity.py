@@ -16,6 +16,7 @@ import xarray as xr
 from workflow_src import integrity
 from workflow_src.integrity import DamagedOutputError
 from workflow_src.models import ModelSpec, build_model, save_model
+from workflow_src.nets.checked import load_checked
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_clean_outputs_have_no_problems_and_read_back(store, run):
     xr.testing.assert_identical(integrity.open_store(path), ds)
     assert integrity.read_record(run / "train.json") == {"run_id": "0123456789ab",
                                                          "status": "converged"}
-    model = integrity.load_model(run / "model.pt", run / "train.json")
+    model = load_checked(run / "model.pt", run / "train.json")
     assert model.spec.width == 16
     curve = integrity.read_csv(run / "curve.csv", run / "train.json")
     assert curve["step"].tolist() == [0, 25]
@@ -132,14 +133,14 @@ def test_missing_model(run):
     (run / "model.pt").unlink()
     assert [str(p) for p in integrity.check(run / "train.json")] == [f"{run / 'model.pt'}: missing"]
     with pytest.raises(DamagedOutputError) as error:
-        integrity.load_model(run / "model.pt", run / "train.json")
+        load_checked(run / "model.pt", run / "train.json")
     assert_names_file_and_fix(error.value, run / "model.pt")
 
 
 def test_garbage_model(run):
     (run / "model.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(DamagedOutputError, match="bytes") as error:
-        integrity.load_model(run / "model.pt", run / "train.json")
+        load_checked(run / "model.pt", run / "train.json")
     assert_names_file_and_fix(error.value, run / "model.pt")
 
 
@@ -149,7 +150,7 @@ def test_garbage_model_sealed_as_such_never_suggests_weights_only(run):
     integrity.seal_record(run / "train.json", {"run_id": "0123456789ab"},
                           [run / "model.pt", run / "curve.csv"])
     with pytest.raises(DamagedOutputError, match="not a checkpoint") as error:
-        integrity.load_model(run / "model.pt", run / "train.json")
+        load_checked(run / "model.pt", run / "train.json")
     assert_names_file_and_fix(error.value, run / "model.pt")
     assert error.value.__cause__ is None and error.value.__suppress_context__
 
@@ -169,7 +170,7 @@ def test_damaged_train_json(run, damage, why):
         integrity.read_record(record, ["status"])
     assert_names_file_and_fix(error.value, record)
     # The files it vouched for can no longer be trusted either.
-    for read in (lambda: integrity.load_model(run / "model.pt", record),
+    for read in (lambda: load_checked(run / "model.pt", record),
                  lambda: integrity.read_csv(run / "curve.csv", record)):
         with pytest.raises(DamagedOutputError) as error:
             read()

@@ -27,12 +27,12 @@ MAX_FUNCTION_LINES = 80
 LAYERS = (
     # plumbing every stage shares: the run table, the config and its schema, the metric
     # registry (declarations read without importing torch), user indicators, sealing and
-    # checking outputs, shards, the datasets
+    # checking outputs, shards, where every output lies (paths), the datasets
     ("base", ("__init__", "runtable", "config", "registry", "custom", "integrity", "shards",
-              "data")),
+              "paths", "data")),
     # the networks: what fixes one (nets/spec), the MLP and building/loading any (models),
-    # the CNNs (cnns, their activation codes in nets/cnn_codes), and the loss a network is
-    # trained and measured with
+    # the CNNs (cnns, their activation codes in nets/cnn_codes), loading a saved one checked
+    # against its record (nets/checked), and the loss a network is trained and measured with
     ("nets", ("models", "cnns", "losses", "nets")),
     # the computations of the metrics, for one network
     ("metrics", ("metrics",)),
@@ -51,13 +51,7 @@ LAYERS = (
 )
 
 # Imports from a lower layer into a higher one that remain: (importer, imported) -> why.
-PENDING_UPWARD = {
-    ("integrity", "models"): "integrity.load_model (a network checked against the record "
-    "that vouches for it) is called by measure_shard.py, snapshots.py and "
-    "metrics/interpolation.py; it belongs with the networks (nets layer)",
-    ("metrics.interpolation", "train_shard"): "train_shard.run_folder, the path of a run's "
-    "folder; pending one base module that owns every output path",
-}
+PENDING_UPWARD: dict[tuple[str, str], str] = {}
 # Import cycles that remain, each as the set of its modules -> why.
 PENDING_CYCLES = {
     frozenset({"custom", "registry"}): "registry.use_custom imports custom (inside a "
@@ -68,8 +62,9 @@ PENDING_CYCLES = {
 PENDING_PRIVATE = {
     ("figures.implicit_bias", "figures.studies._message"): "to import "
     "figures.studies.message (studies keeps the old name as an alias until then)",
-    ("metrics.conditioning", "metrics.ntk._Jacobians"): "the per-output Jacobians of the "
-    "tangent kernel, shared by the NTK and conditioning metrics: to be made public in ntk.py",
+    ("metrics.conditioning", "metrics.ntk._Jacobians"): "ntk.py's per-output Jacobians are "
+    "public now (metrics.ntk.Jacobians); conditioning.py, edited in parallel, is to import "
+    "that name (ntk keeps _Jacobians as an alias until then)",
 }
 # Files over MAX_FILE_LINES, relative to workflow_src/ -> why.
 PENDING_FILES: dict[str, str] = {}

@@ -19,6 +19,7 @@ from workflow_helpers import TINY_CONFIG, planned_jobs, snakemake
 from workflow_src import integrity
 from workflow_src.checkpoints import KEPT, CheckpointStore, checkpoint_path
 from workflow_src.data.corrupt import make_corrupted
+from workflow_src.nets.checked import load_checked
 from workflow_src.runtable import DataSpec, RunSpec
 from workflow_src.snapshots import kept_checkpoint, regenerate, snapshot_weights
 from workflow_src.train import train
@@ -75,7 +76,7 @@ def test_regenerated_final_step_is_the_saved_network(member):
     the member's own training, step for step."""
     run, data, folder, summary = member
     regenerated = regenerate(run, data, [summary["steps"]], CPU, QUIET)[summary["steps"]]
-    saved = integrity.load_model(folder / "model.pt", folder / "train.json")
+    saved = load_checked(folder / "model.pt", folder / "train.json")
     assert_same_weights(saved.state_dict(), regenerated)
 
 

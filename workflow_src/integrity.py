@@ -245,7 +245,7 @@ def seal_job(job) -> None:
     seal_record(record, {"rule": job.rule}, [path for path in job.output if path != record])
 
 
-def _require_member(path: Path, record_path: Path) -> None:
+def require_member(path: Path, record_path: Path) -> None:
     """Raise unless ``record_path`` is intact and vouches for ``path``'s current content."""
     record, problems = load_record(record_path)
     if record is not None:
@@ -258,28 +258,13 @@ def _require_member(path: Path, record_path: Path) -> None:
         raise DamagedOutputError(problems)
 
 
-def load_model(path, record, device="cpu"):
-    """The network saved at ``path`` (torch.load with weights_only=True), checked against
-    ``record``, the record that vouches for it."""
-    from .models import load_model as load_weights
-
-    path = Path(path)
-    _require_member(path, Path(record))
-    try:
-        return load_weights(path, device)
-    except Exception as err:
-        # `from None`: PyTorch's message suggests weights_only=False, the wrong fix here.
-        raise DamagedOutputError([Problem(str(path), "not a checkpoint of this project's "
-                                                     f"networks ({type(err).__name__})")]) from None
-
-
 def read_csv(path, record):
     """A pandas DataFrame of the CSV file at ``path``, checked against ``record`` (a
     network's train.json, or the seal of the study-level job that wrote it)."""
     import pandas as pd
 
     path = Path(path)
-    _require_member(path, Path(record))
+    require_member(path, Path(record))
     try:
         return pd.read_csv(path)
     except Exception as err:

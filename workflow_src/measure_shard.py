@@ -46,7 +46,7 @@ import xarray as xr
 
 from . import integrity, registry
 from .adapter import Progress
-from .runtable import stable_hash
+from .paths import measure_record, run_folder, shard_record
 
 DATA_ATTRS = ("dataset", "source", "source_sha256")
 STORE_FORMAT = 1  # raise to re-measure every store (a change of how stores are built)
@@ -64,15 +64,6 @@ UNRECORDED: dict[str, str] = {
 }
 
 
-# Where a shard's training job (train_shard.py, which imports torch) keeps what is read here.
-def run_folder(results, run_id: str) -> Path:
-    return Path(results) / "runs" / run_id
-
-
-def shard_record(results, shard: str) -> Path:
-    return Path(results) / "shards" / shard / "train.json"
-
-
 def data_sha(store) -> str:
     """Digest of a dataset store's manifest (train_shard.data_sha)."""
     return integrity.digest(Path(store) / integrity.MANIFEST)["sha256"][:16]
@@ -80,12 +71,6 @@ def data_sha(store) -> str:
 
 class MetricFailed(RuntimeError):
     """Raised at the end of a measuring job when some metrics could not be measured."""
-
-
-def measure_record(results, shard: str, stores: dict[str, str]) -> Path:
-    """results/shards/<shard>/measured-<hash of the store names>.json"""
-    names = sorted(Path(path).name for path in stores.values())
-    return Path(results) / "shards" / shard / f"measured-{stable_hash(names, 8)}.json"
 
 
 # --- what a member is measured with -----------------------------------------------------------
@@ -201,7 +186,9 @@ def measure_metric(name: str, settings: dict, shard: str, runs: list, datas: dic
         job.run = run
         job.measured = {need: needed[need].isel(run=i) for need in needed}
         begin = time.perf_counter()
-        model = integrity.load_model(folder / "model.pt", folder / "train.json", device).eval()
+        from .nets.checked import load_checked
+
+        model = load_checked(folder / "model.pt", folder / "train.json", device).eval()
         try:
             per_member.append(measure_member(name, model, datas[run.data.id], settings, job))
         except Exception as err:

@@ -207,7 +207,8 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
     from .adapter import TRAIN_SUMMARY_KEYS, Progress
     from .measure_shard import MemberJob, copy_for, measure_member
     from .train import evaluate
-    from .train_shard import run_folder, shard_record
+    from .nets.checked import load_checked
+    from .paths import run_folder, shard_record
 
     order = ordered_metrics(metrics)
     steps = sorted({int(s) for s in steps})
@@ -225,8 +226,8 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
         folder = run_folder(results, run.id)
         summary = integrity.read_record(folder / "train.json", TRAIN_SUMMARY_KEYS)
         data = datas[run.data.id]
-        final_model = integrity.load_model(folder / "model.pt", folder / "train.json",
-                                           device).eval()
+        final_model = load_checked(folder / "model.pt", folder / "train.json",
+                                   device).eval()
         x_train = torch.as_tensor(data["x_train"].values, device=device)
         y_train = torch.as_tensor(data["y_train"].values, device=device)
         x_test = torch.as_tensor(data["x_test"].values, device=device)

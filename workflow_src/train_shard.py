@@ -56,6 +56,7 @@ from .adapter import TRAIN_SUMMARY_KEYS, Progress, code_version
 from .checkpoints import CheckpointStore, raise_if_stop_requested
 from .ensemble import stackable, train_stacked
 from .models import save_model
+from .paths import run_folder, shard_record
 from .runtable import RunSpec
 from .train import train
 
@@ -91,10 +92,6 @@ def training_code_sha(architecture: str = "mlp") -> str:
     for name in TRAINING_CODE + (() if architecture == "mlp" else CNN_CODE):
         sha.update(name.encode() + b"\0" + (package / name).read_bytes())
     return sha.hexdigest()[:16]
-
-
-def run_folder(results: Path, run_id: str) -> Path:
-    return Path(results) / "runs" / run_id
 
 
 def data_sha(store) -> str:
@@ -279,10 +276,6 @@ class _ShardJob:
             self.progress.done(f"run {run.id}: {result.status} after {result.steps} steps, "
                                f"gap {result.gap:.4f}")
         return failures
-
-
-def shard_record(results: Path, shard: str) -> Path:
-    return Path(results) / "shards" / shard / "train.json"
 
 
 def seal_shard(shard: str, runs: list[RunSpec], summaries: dict[str, dict], results: Path):

@@ -149,7 +149,8 @@ def pair_table(pairs, runs: dict, data_stores: dict, records, results, settings:
 
     from .. import integrity
     from ..runtable import HYPERPARAMETERS
-    from ..train_shard import run_folder
+    from ..nets.checked import load_checked
+    from ..paths import run_folder
 
     listed = set()
     for record in integrity.read_all([(integrity.read_record, path, ("members",))
@@ -169,7 +170,7 @@ def pair_table(pairs, runs: dict, data_stores: dict, records, results, settings:
         models, summaries = [], []
         for run_id in (small_id, large_id):
             folder = run_folder(results, run_id)
-            models.append(integrity.load_model(folder / "model.pt", folder / "train.json", device))
+            models.append(load_checked(folder / "model.pt", folder / "train.json", device))
             summaries.append(integrity.read_record(folder / "train.json", ("status",)))
         table = interpolate(*models, data["x_train"].values, data["y_train"].values,
                             data["x_test"].values, data["y_test"].values, alphas, chunk_size)

@@ -135,7 +135,7 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-class _Jacobians:
+class Jacobians:
     """Per-point parameter Jacobians of a float64 network, a chunk at a time."""
 
     def __init__(self, model64: torch.nn.Module):
@@ -153,6 +153,10 @@ class _Jacobians:
         x = x.detach().to(device=self.device, dtype=torch.float64)
         with torch.enable_grad():
             return self._jac(self.params, x)
+
+
+# The old name, still imported by metrics/conditioning.py (tests/test_layers.py, pending).
+_Jacobians = Jacobians
 
 
 def _contract(ja: dict[str, torch.Tensor], jb: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -175,7 +179,7 @@ def ntk_gram(model: torch.nn.Module, x: torch.Tensor, x2: torch.Tensor | None = 
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    jac = _Jacobians(_as_float64(model))
+    jac = Jacobians(_as_float64(model))
     symmetric = x2 is None
     other = x if symmetric else x2
     n, m = int(x.shape[0]), int(other.shape[0])
