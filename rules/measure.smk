@@ -13,7 +13,8 @@ rule measure:
         record=measure_record(),
     input:
         unpack(shard_inputs),
-        code=package_files("measure_shard", "registry", *MEASURE_CODE),
+        code=package_files("measure_shard", "registry", "declarations", "paths", "nets/checked",
+                           *MEASURE_CODE),
     params:
         metrics={m: METRIC_SETTINGS[m] for m in MEASURED},
         stores=lambda wildcards: {m: metric_store(m, wildcards.shard) for m in MEASURED},

@@ -26,10 +26,11 @@ MAX_FUNCTION_LINES = 80
 # ("metrics", every module in it). A module imports only from its own layer and lower ones.
 LAYERS = (
     # plumbing every stage shares: the run table, the config and its schema, the metric
-    # registry (declarations read without importing torch), user indicators, sealing and
+    # registry (declarations read without importing torch; the types it shares with the
+    # user indicators in declarations), user indicators, sealing and
     # checking outputs, shards, where every output lies (paths), the datasets
-    ("base", ("__init__", "runtable", "config", "registry", "custom", "integrity", "shards",
-              "paths", "data")),
+    ("base", ("__init__", "runtable", "config", "declarations", "registry", "custom",
+              "integrity", "shards", "paths", "data")),
     # the networks: what fixes one (nets/spec), the MLP and building/loading any (models),
     # the CNNs (cnns, their activation codes in nets/cnn_codes), loading a saved one checked
     # against its record (nets/checked), and the loss a network is trained and measured with
@@ -53,11 +54,7 @@ LAYERS = (
 # Imports from a lower layer into a higher one that remain: (importer, imported) -> why.
 PENDING_UPWARD: dict[tuple[str, str], str] = {}
 # Import cycles that remain, each as the set of its modules -> why.
-PENDING_CYCLES = {
-    frozenset({"custom", "registry"}): "registry.use_custom imports custom (inside a "
-    "function) and custom imports registry's Metric and DeclarationError: the shared "
-    "declaration types are to move to a module both import",
-}
+PENDING_CYCLES: dict[frozenset, str] = {}
 # Private names used from another module: (importer, "module.name") -> why.
 PENDING_PRIVATE = {
     ("figures.implicit_bias", "figures.studies._message"): "to import "

@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .registry import DeclarationError, Metric
+from .declarations import DeclarationError, Metric
 from .runtable import HYPERPARAMETERS
 
 CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")

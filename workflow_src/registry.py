@@ -64,9 +64,9 @@ import ast
 import functools
 import hashlib
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
+from .declarations import DeclarationError, Metric
 from .runtable import stable_hash
 
 PACKAGE = Path(__file__).resolve().parent
@@ -79,34 +79,6 @@ VARIABLE_KEYS = {"dims", "description", "units", "sign", "converged_by"}
 REGISTRY_KEYS = ("from", "at_most", "hash")  # setting keys that are not JSON schema
 # What every metric's results depend on besides its declared code: the networks themselves.
 COMMON_CODE = ("models", "nets/spec", "cnns", "nets/cnn_codes")
-
-
-class DeclarationError(ValueError):
-    """A metric module whose METRIC declaration the registry cannot use."""
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    module: str  # the dotted module, workflow_src.measures.<name>
-    path: Path
-    order: float
-    description: str
-    section: str | None
-    switch: str | None
-    settings: dict
-    needs: tuple
-    variables: dict
-    code: tuple
-    cost: float
-    snapshots: bool
-    measure: str
-    custom: dict | None = None  # measure.custom's entry, resolved (workflow_src/custom.py)
-
-    @property
-    def metric_needs(self) -> tuple:
-        """The metrics whose results of the same network this one reads."""
-        return tuple(n.split(":", 1)[1] for n in self.needs if n.startswith("metric:"))
 
 
 def declaration_node(path: Path) -> ast.Assign:
