@@ -207,7 +207,7 @@ def test_bad_input_is_named():
 
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
 def test_through_the_registry_with_the_runs_loss_and_initial_weights(loss):
-    spec = ModelSpec((1, 4, 4), N_CLASSES, width=6, depth=1, activation="relu")
+    spec = ModelSpec((1, 4, 4), N_CLASSES, width=16, depth=1, activation="relu")
     initial, trained = build_model(spec, 5).eval(), build_model(spec, 6).eval()
     x, y = data(20)
     dataset = xr.Dataset({"x_train": (("n", "c", "h", "w"), x.float().numpy()),

@@ -163,3 +163,27 @@ def test_each_job_is_keyed_only_by_the_options_its_figures_use():
     assert options(plots, ["double_descent"], n_train=300)["n_train"] == 300
     assert all(set(f.options) <= {"color_by", "width", "height", "n_train"}
                for f in FIGURES.values())
+
+
+def test_time_to_fit_of_a_fixed_budget_network_is_its_fit_step():
+    """fit_table: a network trained on past its fit (training.stop_at_target: false) is
+    timed at its fit_step, with its final test accuracy; one that never fitted at its
+    budget; without fit_step (tables from before it) the last evaluation, as before."""
+    import numpy as np
+    import pandas as pd
+
+    from workflow_src.figures.studies import fit_table
+
+    curves = pd.DataFrame({
+        "run_id": ["a"] * 3 + ["b"] * 2, "step": [0, 10, 20, 0, 10],
+        "seconds": [0.0, 1.0, 2.0, 0.0, 3.0], "test_acc": [0.1, 0.5, 0.6, 0.1, 0.7],
+        "fit_step": [10, 10, 10, np.nan, np.nan], "dataset": ["digits"] * 5,
+        "label_noise": [0.0] * 5, "corruption": ["none"] * 5,
+        "status": ["converged"] * 3 + ["unconverged"] * 2})
+    hyper = ["dataset", "label_noise", "corruption"]
+    fits = fit_table(curves, hyper).set_index("run_id")
+    assert (fits.loc["a", "steps"], fits.loc["a", "seconds"]) == (10, 1.0)
+    assert fits.loc["a", "test_error"] == pytest.approx(0.4)
+    assert (fits.loc["b", "steps"], fits.loc["b", "seconds"]) == (10, 3.0)
+    old = fit_table(curves.drop(columns="fit_step"), hyper).set_index("run_id")
+    assert (old.loc["a", "steps"], old.loc["a", "seconds"]) == (20, 2.0)

@@ -56,13 +56,7 @@ PENDING_UPWARD: dict[tuple[str, str], str] = {}
 # Import cycles that remain, each as the set of its modules -> why.
 PENDING_CYCLES: dict[frozenset, str] = {}
 # Private names used from another module: (importer, "module.name") -> why.
-PENDING_PRIVATE = {
-    ("figures.implicit_bias", "figures.studies._message"): "to import "
-    "figures.studies.message (studies keeps the old name as an alias until then)",
-    ("metrics.conditioning", "metrics.ntk._Jacobians"): "ntk.py's per-output Jacobians are "
-    "public now (metrics.ntk.Jacobians); conditioning.py, edited in parallel, is to import "
-    "that name (ntk keeps _Jacobians as an alias until then)",
-}
+PENDING_PRIVATE: dict[tuple[str, str], str] = {}
 # Files over MAX_FILE_LINES, relative to workflow_src/ -> why.
 PENDING_FILES: dict[str, str] = {}
 # Functions over MAX_FUNCTION_LINES: "file.py:qualified name" -> why.

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .common import MAX_LINES, log_scale, sample_groups, tooltips
-from .studies import _message
+from .studies import message
 
 GROUP = "network"
 ANGLE = "implicit_bias_svm_angle"
@@ -53,7 +53,7 @@ def angle_reference(table: pd.DataFrame) -> pd.DataFrame:
 def implicit_bias_chart(table: pd.DataFrame, width: int, height: int):
     """The angle to the SVM and the normalized margin against the step (module doc)."""
     if table.empty or MARGIN not in table:
-        return _message("No implicit_bias snapshots were measured")
+        return message("No implicit_bias snapshots were measured")
     table = with_group(table[table["step_used"] > 0])
     fields = ["run_id", GROUP, "seed", "step", "step_used", "source", "train_acc",
               MARGIN, ANGLE, "implicit_bias_svm_train_acc"]
@@ -69,7 +69,7 @@ def implicit_bias_chart(table: pd.DataFrame, width: int, height: int):
 
     angles = table[np.isfinite(table[ANGLE].astype(float))] if ANGLE in table else table[:0]
     if angles.empty:
-        left = _message("No linear classifier: no angle to the SVM")
+        left = message("No linear classifier: no angle to the SVM")
     else:
         reference = alt.Chart(angle_reference(angles)).mark_line(
             strokeDash=[4, 3], color="#777777").encode(x="step_used:Q", y="reference:Q")

@@ -76,9 +76,18 @@ def indicator_titles(ds: xr.Dataset) -> dict[str, list[str]]:
 
 
 def fit_table(curves: pd.DataFrame, hyperparameters: list[str]) -> pd.DataFrame:
-    """One row per run from its last evaluation: steps and seconds spent, final accuracies."""
-    last = curves.sort_values("step").groupby("run_id", sort=False).tail(1)
+    """One row per run: final accuracies from its last evaluation; steps and seconds to fit
+    from the evaluation at its ``fit_step`` (the same one unless it trained on with a fixed
+    budget, training.stop_at_target: false), else the budget spent."""
+    ordered = curves.sort_values("step")
+    last = ordered.groupby("run_id", sort=False).tail(1)
     fits = last.rename(columns={"step": "steps"}).reset_index(drop=True)
+    if "fit_step" in fits:
+        at_fit = ordered[ordered["step"] == ordered["fit_step"]].set_index("run_id")
+        fitted = fits["run_id"].isin(at_fit.index)
+        ids = fits.loc[fitted, "run_id"]
+        fits.loc[fitted, "steps"] = at_fit.loc[ids, "step"].to_numpy()
+        fits.loc[fitted, "seconds"] = at_fit.loc[ids, "seconds"].to_numpy()
     fits["test_error"] = 1.0 - fits["test_acc"]
     fits["chance"] = 1.0 - 1.0 / fits["dataset"].map(CLASSES)
     return with_group(fits, hyperparameters, exclude=("dataset", "corruption", "label_noise"))
@@ -100,7 +109,7 @@ def learning_curves_chart(curves: pd.DataFrame, hyperparameters: list[str], widt
     n_runs = frame["run_id"].nunique()
     many = n_runs > MAX_LINES
     x = {"title": "optimizer steps (updates)"}
-    y = {"title": "training loss (cross-entropy, nats)"}
+    y = {"title": "training loss (the network's loss_function)"}
     color = alt.Color("label_noise:O", title="label noise p")
     fields = ["run_id", "status", "step", "train_loss", "train_acc", "test_acc", *shown]
 
@@ -284,7 +293,3 @@ def message(text: str) -> alt.Chart:
     """A chart that only says why there is nothing to draw."""
     return alt.Chart(pd.DataFrame({"text": [text]})).mark_text(size=14).encode(text="text:N")
 
-
-# The old name, still imported by figures/implicit_bias.py (tests/test_layers.py lists it
-# as pending); new code imports ``message``.
-_message = message

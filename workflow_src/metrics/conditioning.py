@@ -51,7 +51,7 @@ initial weights w_0:
 
 Computation: a float64 copy of each network in eval mode (batch norm uses its running
 statistics, so every point's logits are its own); J a chunk of points at a time by
-torch.func.vmap(jacrev) (metrics/ntk.py's _Jacobians), K's blocks from the chunks (kept when
+torch.func.vmap(jacrev) (metrics/ntk.py's Jacobians), K's blocks from the chunks (kept when
 all of J fits in ``max_jacobian_bytes``, else each recomputed), symmetrised as (K + Kᵀ)/2.
 Cross-entropy's loss and residual are computed without cancellation at near-certain points:
 ℓ_i = log1p(Σ_{k≠y} e^{f_k − f_y}) when f_y is the largest logit, and r_{i,y} = −Σ_{k≠y} p_k,
@@ -66,7 +66,7 @@ import copy
 import numpy as np
 import torch
 
-from .ntk import _Jacobians
+from .ntk import Jacobians
 
 LIU = ("Liu, Zhu & Belkin 2022, Loss landscapes and optimization in over-parameterized "
        "non-linear systems and neural networks, arXiv 2003.00307")
@@ -86,7 +86,7 @@ def tangent_kernel(model64: torch.nn.Module, x: torch.Tensor, chunk_size: int = 
     """K = J Jᵀ, (nK, nK) float64, rows point-major (i·K + k), of a float64 network."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    jac = _Jacobians(model64)
+    jac = Jacobians(model64)
     n = int(x.shape[0])
     starts = list(range(0, n, chunk_size))
     n_params = sum(p.numel() for p in jac.params.values())

@@ -155,10 +155,6 @@ class Jacobians:
             return self._jac(self.params, x)
 
 
-# The old name, still imported by metrics/conditioning.py (tests/test_layers.py, pending).
-_Jacobians = Jacobians
-
-
 def _contract(ja: dict[str, torch.Tensor], jb: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ_tensors Σ_k Σ_p ja[a, k, p] jb[b, k, p]: (A, B)."""
     out = None
