@@ -28,8 +28,10 @@ rule measure_snapshots:
         snapshots=directory(SNAPSHOT_STORE),
     input:
         unpack(shard_inputs),
-        code=package_files("snapshots", "measure_shard", "registry", "train", "models",
-                           "nets/spec", "cnns", "nets/cnn_codes", "checkpoints",
+        # train, losses, augmentation, stacked: snapshots without kept checkpoints train again.
+        code=package_files("snapshots", "measure_shard", "registry", "train", "losses",
+                           "augmentation", "stacked", "models", "nets/spec", "cnns",
+                           "nets/cnn_codes", "nets/checked", "paths", "checkpoints",
                            *sorted({f for m in SNAPSHOT_METRICS for f in SNAPSHOT_CODE[m]})),
     params:
         steps=SNAPSHOT_SETTINGS["steps"],
@@ -56,7 +58,8 @@ rule plot_snapshots:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
         code=package_files("snapshots", "aggregate", "registry", "integrity", "figures/common",
                            "figures/theme", "figures/studies", "figures/snapshots",
-                           "figures/conditioning", "figures/implicit_bias"),
+                           "figures/conditioning", "stats/conditioning",
+                           "figures/implicit_bias"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
         color_by=config["plots"]["color_by"],
