@@ -92,11 +92,6 @@ METRIC = {
 }
 
 
-def run_loss(run) -> str:
-    """The loss the member was trained with (runs from before the setting: cross-entropy)."""
-    return getattr(run, "loss", "cross_entropy")
-
-
 def measure(model, data, settings, job):
     import numpy as np
     import xarray as xr
@@ -104,7 +99,7 @@ def measure(model, data, settings, job):
     from ..metrics.conditioning import conditioning
 
     x, y = job.train_points(data, settings["n_points"])
-    values = conditioning(model, job.initial_model(model), x, y, loss=run_loss(job.run),
+    values = conditioning(model, job.initial_model(model), x, y, loss=job.run.loss,
                           chunk_size=settings["chunk_size"])
     return xr.Dataset({f"conditioning_{name}": ((), np.float64(value))
                        for name, value in values.items()})
