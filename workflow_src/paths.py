@@ -14,9 +14,6 @@ from pathlib import Path
 
 from .runtable import stable_hash
 
-RUN_RECORD = "train.json"  # a network's record, in its run folder
-MODEL_FILE = "model.pt"
-
 
 def run_folder(results, run_id: str) -> Path:
     """results/runs/<run_id>: one network's files."""
