@@ -188,7 +188,7 @@ def measure_metric(name: str, settings: dict, shard: str, runs: list, datas: dic
         begin = time.perf_counter()
         from .nets.checked import load_checked
 
-        model = load_checked(folder / "model.pt", folder / "train.json", device).eval()
+        model = load_checked(folder / "model.pt", folder / "train.json", device)
         try:
             per_member.append(measure_member(name, model, datas[run.data.id], settings, job))
         except Exception as err:

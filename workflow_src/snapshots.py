@@ -226,8 +226,7 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
         folder = run_folder(results, run.id)
         summary = integrity.read_record(folder / "train.json", TRAIN_SUMMARY_KEYS)
         data = datas[run.data.id]
-        final_model = load_checked(folder / "model.pt", folder / "train.json",
-                                   device).eval()
+        final_model = load_checked(folder / "model.pt", folder / "train.json", device)
         x_train = torch.as_tensor(data["x_train"].values, device=device)
         y_train = torch.as_tensor(data["y_train"].values, device=device)
         x_test = torch.as_tensor(data["x_test"].values, device=device)
@@ -329,6 +328,7 @@ def snapshot_table(stores: list[xr.Dataset], runs: dict[str, dict]) -> pd.DataFr
 
 
 def indicator_columns(table: pd.DataFrame) -> list[str]:
-    """The table's indicator columns (aggregate.INDICATORS, the statistics' indicators)."""
+    """The table's indicator columns: the variables whose metric declares an expected sign
+    (registry.expected_sign), as the statistics' indicators."""
     return [c for c in table.columns
             if c not in ("run_id", *HYPERPARAMETERS) and expected_sign(c) is not None]
