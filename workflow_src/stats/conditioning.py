@@ -29,8 +29,6 @@ import sys
 import numpy as np
 import pandas as pd
 
-from .correlation import correlations
-
 BOUND_TOLERANCE = 1e-9
 
 
@@ -87,6 +85,10 @@ def _ranked(values: pd.Series) -> pd.Series:
 
 
 def kendall(frame: pd.DataFrame, x: str, y: str, n_boot: int, seed: int) -> dict:
+    # Imported here: figures/conditioning imports this module for condition_number only,
+    # and a figure job need not import scipy.stats (stats/__init__.py says why).
+    from .correlation import correlations
+
     data = frame.assign(**{x: _ranked(frame[x].astype(float)),
                            y: _ranked(frame[y].astype(float))})
     row = correlations(data, [x], target=y, n_boot=n_boot, seed=seed)
