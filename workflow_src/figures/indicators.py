@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..stats.datasets import AXIS, POOLED, pooled
 from .common import log_scale, scatter, tooltips
+from .studies import message
 
 # A network's optimizer for an indicator (stats.optimizer_flags: 1.0, 0.0, NaN), in the
 # column SEARCH (not "optimizer": that is the hyperparameter that trained the network)
@@ -40,10 +41,6 @@ GAP_TITLE = ["generalization gap", "(train acc − test acc)"]
 
 def _varying(frame: pd.DataFrame, hyperparameters: list[str]) -> list[str]:
     return [h for h in hyperparameters if h in frame and frame[h].nunique(dropna=False) > 1]
-
-
-def _message(text: str) -> alt.Chart:
-    return alt.Chart(pd.DataFrame({"text": [text]})).mark_text(size=14).encode(text="text:N")
 
 
 def converged_line(frame: pd.DataFrame) -> list[str]:
@@ -91,7 +88,7 @@ def indicators_vs_gap_chart(networks: pd.DataFrame, titles: dict[str, list[str]]
     -> [what it is; expected sign, units] (studies.indicator_titles); ``flags``:
     stats.optimizer_flags (index run_id)."""
     if not titles:
-        return _message("The metrics store marks no indicator")
+        return message("The metrics store marks no indicator")
     shown = _varying(networks, hyperparameters)  # for the tooltips
     datasets = sorted(networks["dataset"].unique())
     per_row = columns if len(datasets) == 1 else max(1, (columns + 1) // len(datasets))
@@ -215,7 +212,7 @@ def indicator_ranking_chart(summary: pd.DataFrame, granulated: pd.DataFrame,
     """Ψ and τ of every indicator, one row each, ranked by |Ψ| (see the module doc)."""
     rows, axes = ranking_table(summary, granulated)
     if rows.empty:
-        return _message("No indicator was scored (stats/summary.csv is empty)")
+        return message("No indicator was scored (stats/summary.csv is empty)")
     order = rows["indicator"].tolist()
     confidence = summary["confidence"].dropna()
     level = f"{float(confidence.iloc[0]):.0%} " if len(confidence) else ""
