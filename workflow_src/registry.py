@@ -240,7 +240,9 @@ def settings(name: str, config: dict) -> dict:
     study sets it, capped (at_most)."""
     m = metric(name)
     if m.custom is not None:
-        return importlib.import_module(f"{__package__}.custom").settings(m, config)
+        from .custom import settings as custom_settings
+
+        return custom_settings(m, config)
     section = config["measure"].get(m.section, {}) if m.section else {}
     out = {}
     for key, setting in m.settings.items():
@@ -322,7 +324,9 @@ def load(name: str):
     """The function that measures one network (imports the metric's module: torch)."""
     m = metric(name)
     if m.custom is not None:
-        return importlib.import_module(f"{__package__}.custom").measure_function(m)
+        from .custom import measure_function
+
+        return measure_function(m)
     return getattr(importlib.import_module(m.module), m.measure)
 
 
