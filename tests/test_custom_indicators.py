@@ -18,8 +18,9 @@ import xarray as xr
 from workflow_src import integrity, registry
 from workflow_src import measure_shard as ms
 from workflow_src.config import ConfigError
-from workflow_src.nets.checked import load_checked
 from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.checked import load_checked
+from workflow_src.paths import run_folder
 
 from test_measure_job import SHARD, results, run_job, runs, trained  # noqa: F401 (fixtures)
 from workflow_helpers import REPO, TINY_CONFIG, snakemake, tiny_study
@@ -215,7 +216,7 @@ def test_a_custom_indicator_is_measured_stored_reused_and_re_measured_when_edite
     with xr.open_zarr(stores["good"]) as ds:
         assert ds["top_logit"].dims == ("run", "point")
         for i, run in enumerate(runs()):
-            run_dir = ms.run_folder(folder, run.id)
+            run_dir = run_folder(folder, run.id)
             model = load_checked(run_dir / "model.pt", run_dir / "train.json", "cpu")
             data = integrity.open_store(data_stores[run.data.id])
             n = metrics["good"]["n_points"]

@@ -359,7 +359,8 @@ def test_the_record_names_the_loss_and_holds_fit_step(digits, tmp_path):
     import pandas as pd
 
     from workflow_src.integrity import write_store
-    from workflow_src.train_shard import shard_record, train_shard
+    from workflow_src.paths import shard_record
+    from workflow_src.train_shard import train_shard
 
     runs = [run_spec(optimizer="adam", learning_rate=0.01, batch_size=20, max_steps=200,
                      eval_every=20, target_train_acc=0.9, stop_at_target=False),

@@ -19,7 +19,8 @@ from workflow_src.data.corrupt import make_corrupted
 from workflow_src.ensemble import train_stacked
 from workflow_src.integrity import write_store
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train_shard import shard_record, stack_checkpoints, train_shard
+from workflow_src.paths import shard_record
+from workflow_src.train_shard import stack_checkpoints, train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -38,8 +38,9 @@ from workflow_src.checkpoints import (
 )
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.ensemble import train_stacked
+from workflow_src.paths import shard_record
 from workflow_src.train import train
-from workflow_src.train_shard import MemberFailed, shard_record, train_shard
+from workflow_src.train_shard import MemberFailed, train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
