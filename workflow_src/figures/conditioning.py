@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .common import MAX_LINES, MAX_POINTS, log_scale, sample_groups, sample_rows, tooltips
-from ..stats.conditioning import condition_number
+from ..stats.conditioning import condition_number, loss_column
 from .studies import message
 
 MAX_WIDTHS = 4
@@ -33,13 +33,6 @@ ALONG = {"conditioning_pl_ratio": "PL ratio ½‖∇L‖²/L",
 AT_INIT = {"condition_init": "λ_max/λ_min at initialisation",
            "lambda_min_over_trace_init": "λ_min(K)/tr K at initialisation",
            "kernel_change_last": "‖K − K₀‖_F/‖K₀‖_F, last snapshot"}
-
-
-def loss_column(table: pd.DataFrame) -> pd.Series:
-    """The loss each network was trained with (cross-entropy for runs from before it)."""
-    if "loss_function" in table:
-        return table["loss_function"].fillna("cross_entropy")
-    return pd.Series("cross_entropy", index=table.index)
 
 
 def with_group(table: pd.DataFrame) -> pd.DataFrame:

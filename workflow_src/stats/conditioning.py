@@ -32,7 +32,8 @@ import pandas as pd
 BOUND_TOLERANCE = 1e-9
 
 
-def _loss(table: pd.DataFrame) -> pd.Series:
+def loss_column(table: pd.DataFrame) -> pd.Series:
+    """The loss each network was trained with (cross-entropy for runs from before it)."""
     if "loss_function" in table:
         return table["loss_function"].fillna("cross_entropy")
     return pd.Series("cross_entropy", index=table.index)
@@ -50,7 +51,7 @@ def networks(table: pd.DataFrame) -> pd.DataFrame:
     """One row per network: width, seed, optimizer, loss, steps to fit (+inf if it did not
     fit), the values at initialisation, the kernel change at its last snapshot, and its
     smallest PL ratio over the snapshots with λ_min/n at that step."""
-    table = table.assign(loss=_loss(table),
+    table = table.assign(loss=loss_column(table),
                          conditioning_condition_number=condition_number(table),
                          conditioning_condition_number_init=condition_number(table, "_init"))
     table = table.assign(lambda_min_over_n=table["conditioning_pl_ratio"]
@@ -124,7 +125,7 @@ def findings(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     for name, group in nets.groupby("loss"):
         taus.append(dict(group=name, **kendall(group, "lambda_min_over_n_there",
                                                "min_pl_ratio", n_boot, seed)))
-    squared = table[_loss(table) == "squared"]
+    squared = table[loss_column(table) == "squared"]
     ratios = squared["conditioning_pl_bound_ratio"].astype(float)
     bound = {"squared_snapshots": int(len(squared)),
              "with_bound_ratio": int(ratios.notna().sum()),
