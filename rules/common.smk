@@ -2,7 +2,7 @@
 import math
 import shutil
 
-from workflow_src import registry
+from workflow_src import paths, registry
 from workflow_src.config import ConfigError
 from workflow_src.figures.common import outputs as figure_files
 from workflow_src.runtable import build_run_table, stable_hash
@@ -48,7 +48,7 @@ def shard_data(wildcards):
 def shard_record(shard="{shard}"):
     """results/shards/<shard>/train.json: written last by the shard's training job, it lists
     every member's summary and vouches for each member's results/runs/<run_id>/train.json."""
-    return f"results/shards/{shard}/train.json"
+    return str(paths.shard_record("results", shard))
 
 
 def package_files(*modules):
@@ -93,9 +93,9 @@ def metric_store(metric, shard="{shard}"):
 
 def measure_record(shard="{shard}"):
     """results/shards/<shard>/measured-<hash of the measured stores' names>.json: written last
-    by the shard's measuring job, it vouches for each store of MEASURED."""
-    names = sorted(os.path.basename(metric_store(m)) for m in MEASURED)
-    return f"results/shards/{shard}/measured-{stable_hash(names, 8)}.json"
+    by the shard's measuring job, it vouches for each store of MEASURED (workflow_src/paths.py,
+    which the job names it with)."""
+    return str(paths.measure_record("results", shard, {m: metric_store(m) for m in MEASURED}))
 
 
 MEASURE_CODE = sorted({module for m in MEASURED for module in registry.code_modules(m)})
