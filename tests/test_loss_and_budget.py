@@ -83,7 +83,7 @@ def test_squared_loss_is_half_the_squared_distance_to_one_hot_summed_over_classe
         squared_by_hand((2 * logits).tolist(), labels.tolist()), rel=1e-14)
 
 
-def test_squared_loss_is_zero_at_the_targets_and_k_over_2_plus_one_half_at_zero_logits():
+def test_squared_loss_is_zero_at_the_targets_and_one_half_at_zero_logits():
     labels = torch.tensor([0, 2, 1])
     target = torch.nn.functional.one_hot(labels, 5).to(F64)
     assert batch_loss("squared", target, labels).item() == 0.0
