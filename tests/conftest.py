@@ -74,6 +74,20 @@ def same_torch_threads():
 
 
 @pytest.fixture(autouse=True)
+def float32_default_dtype():
+    """Every test starts with torch's default dtype float32 and must leave it so: a test
+    module that set float64 at import time once made 46 tests collected with it fail far
+    from the cause (float and double weights in one matmul)."""
+    assert torch.get_default_dtype() == torch.float32, (
+        "torch's default dtype is not float32 when this test starts: a test module sets it "
+        "at import time or a test did not put it back (use a fixture that restores it)")
+    yield
+    if torch.get_default_dtype() != torch.float32:
+        torch.set_default_dtype(torch.float32)
+        pytest.fail("this test left torch's default dtype changed: put it back after use")
+
+
+@pytest.fixture(autouse=True)
 def seeded_global_generator():
     """Every test starts from the same state of torch's global generator, so a test that
     draws from it (torch.randn without a generator) sees the same numbers whichever tests

@@ -16,7 +16,16 @@ from workflow_src.measures.implicit_bias import implicit_bias
 from workflow_src.metrics.implicit_bias import angle, point_margins, svm_direction
 from workflow_src.models import ModelSpec, build_model
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """This module's tensors are float64; the default is put back after each test (set at
+    import time it leaked into every test collected with this file)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 # Class k at angle 2πk/3 on the unit circle: by the rotation and reflection symmetry of the
 # problem, the multiclass hard-margin SVM (no bias) is w_k = c x_k with c (1 − cos 120°) = 1.
