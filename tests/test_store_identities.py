@@ -52,7 +52,8 @@ def base_config() -> dict:
     data's sizes), so that halving any count reaches the store's settings."""
     config = copy.deepcopy(TINY_CONFIG)
     config["data"] = {"n_train": 10_000, "n_test": 2_000}
-    config["measure"] = {"n_points": 500}
+    # implicit_bias's default (100,000: every training point) is above n_train.
+    config["measure"] = {"n_points": 500, "implicit_bias": {"n_points": 1_000}}
     return validate_config(config)
 
 
