@@ -81,7 +81,7 @@ def test_per_run_outputs_are_consistent(study):
         summary = json.loads((study / f"results/runs/{run_id}/train.json").read_text())
         assert summary["status"] == ds["status"].values[i]
         curve = (study / f"results/runs/{run_id}/curve.csv").read_text().splitlines()
-        assert curve[0] == "step,train_loss,train_acc,test_acc,seconds"
+        assert curve[0] == "step,train_loss,test_loss,train_acc,test_acc,seconds"
 
 
 def test_stats_and_figures_written(study):
