@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .declarations import DeclarationError, Metric
+from .declarations import DeclarationError, Metric, literal_dict, top_level_assignment
 from .runtable import HYPERPARAMETERS
 
 CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -105,14 +105,6 @@ def module_file(module: str, roots=None) -> Path:
     return Path(spec.origin).resolve()
 
 
-def _declaration_node(tree: ast.Module) -> ast.Assign | None:
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == DECLARED_IN):
-            return node
-    return None
-
-
 def read_module(path: Path) -> tuple[dict, str]:
     """(the module's INDICATORS literal, {} without one; SHA-256 of its source without it)."""
     text = Path(path).read_text()
@@ -120,19 +112,16 @@ def read_module(path: Path) -> tuple[dict, str]:
         tree = ast.parse(text, str(path))
     except SyntaxError as err:
         raise CustomIndicatorError(f"{path}: not valid Python ({err})") from None
-    node = _declaration_node(tree)
+    node = top_level_assignment(tree, DECLARED_IN)
     if node is None:
         return {}, hashlib.sha256(text.encode()).hexdigest()[:16]
-    try:
-        declared = ast.literal_eval(node.value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
-        raise CustomIndicatorError(
+    declared = literal_dict(
+        node,
+        lambda err: CustomIndicatorError(
             f"{path}, line {node.lineno}: {DECLARED_IN} must be a pure literal (dicts, lists, "
-            f"strings, numbers, booleans, None), read without importing the module: {err}"
-        ) from None
-    if not isinstance(declared, dict):
-        raise CustomIndicatorError(f"{path}: {DECLARED_IN} must be a dict: function -> its "
-                                   "declaration")
+            f"strings, numbers, booleans, None), read without importing the module: {err}"),
+        lambda kind: CustomIndicatorError(f"{path}: {DECLARED_IN} must be a dict: function "
+                                          "-> its declaration"))
     lines = text.splitlines(keepends=True)
     source = "".join(lines[:node.lineno - 1] + lines[node.end_lineno:])
     return declared, hashlib.sha256(source.encode()).hexdigest()[:16]

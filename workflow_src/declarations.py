@@ -4,6 +4,7 @@ cannot be used raises. Both import it; it imports nothing of the package."""
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,3 +35,24 @@ class Metric:
     def metric_needs(self) -> tuple:
         """The metrics whose results of the same network this one reads."""
         return tuple(n.split(":", 1)[1] for n in self.needs if n.startswith("metric:"))
+
+
+def top_level_assignment(tree: ast.Module, name: str) -> ast.Assign | None:
+    """The module's top-level ``<name> = ...`` statement, or None."""
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name):
+            return node
+    return None
+
+
+def literal_dict(node: ast.Assign, not_literal, not_dict) -> dict:
+    """The assignment's value as a pure literal dict, read without running the module.
+    ``not_literal(reason)`` and ``not_dict(type_name)`` build the caller's exception."""
+    try:
+        value = ast.literal_eval(node.value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+        raise not_literal(err) from None
+    if not isinstance(value, dict):
+        raise not_dict(type(value).__name__)
+    return value

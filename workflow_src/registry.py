@@ -66,7 +66,7 @@ import hashlib
 import importlib
 from pathlib import Path
 
-from .declarations import DeclarationError, Metric
+from .declarations import DeclarationError, Metric, literal_dict, top_level_assignment
 from .runtable import stable_hash
 
 PACKAGE = Path(__file__).resolve().parent
@@ -87,27 +87,22 @@ def declaration_node(path: Path) -> ast.Assign:
         tree = ast.parse(Path(path).read_text(), str(path))
     except SyntaxError as err:
         raise DeclarationError(f"metric module {path}: not valid Python ({err})") from None
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "METRIC"):
-            return node
-    raise DeclarationError(f"metric module {path}: no top-level METRIC = {{...}} declaration")
+    node = top_level_assignment(tree, "METRIC")
+    if node is None:
+        raise DeclarationError(f"metric module {path}: no top-level METRIC = {{...}} declaration")
+    return node
 
 
 def read_declaration(path: Path) -> dict:
     """The module's declaration, read without importing it (see the module doc)."""
     node = declaration_node(path)
-    try:
-        declaration = ast.literal_eval(node.value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
-        raise DeclarationError(
-            f"metric module {path}, line {node.lineno}: METRIC must be a pure literal (dicts, "
-            f"lists, strings, numbers, booleans, None; no names, calls or f-strings), so that "
-            f"it is read without importing the module: {err}") from None
-    if not isinstance(declaration, dict):
-        raise DeclarationError(f"metric module {path}: METRIC is a "
-                               f"{type(declaration).__name__}, not a dict")
-    return declaration
+    return literal_dict(
+        node,
+        lambda err: DeclarationError(
+            f"metric module {path}, line {node.lineno}: METRIC must be a pure literal "
+            f"(dicts, lists, strings, numbers, booleans, None; no names, calls or "
+            f"f-strings), so that it is read without importing the module: {err}"),
+        lambda kind: DeclarationError(f"metric module {path}: METRIC is a {kind}, not a dict"))
 
 
 def _check(declaration: dict, path: Path) -> None:
