@@ -1,4 +1,4 @@
-"""What a training checkpoint costs (workflow_src/checkpoints.py), for the default study's
+"""What a training checkpoint costs (workflow_src/training/checkpoints.py), for the default study's
 largest network, 784-256x2 relu on 1,000 training points, with each optimizer.
 
 It trains the network for ``--steps`` steps with train.train (random 28x28 inputs and
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from workflow_src import train as training
-from workflow_src.checkpoints import CheckpointStore
+from workflow_src.training import train as training
+from workflow_src.training.checkpoints import CheckpointStore
 from workflow_src.runtable import DataSpec, RunSpec
 
 

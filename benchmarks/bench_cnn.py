@@ -1,6 +1,6 @@
 """Steps per second of CNN training: gensens' loop (train.train) against a plain PyTorch loop.
 
-The networks are those of workflow_src/cnns.py: alexnet_small, inception_small with and
+The networks are those of workflow_src/nets/cnns.py: alexnet_small, inception_small with and
 without batch norm, WRN-10-1 and WRN-16-2 (relu, biases), built with models.build_model from
 the same seed for both loops. The data are synthetic and CIFAR-shaped, made with numpy:
 3 x 32 x 32 images of uint8 levels scaled to [0, 1] (k / 255, float32), 10 classes, uniform
@@ -14,7 +14,7 @@ horizontal flips; off, the networks centre-crop the 32 x 32 inputs to 28 x 28 th
     as torchvision's RandomCrop and RandomHorizontalFlip do (torch.randint(...).item(),
     torch.rand(1) < 0.5); then .to(device) per batch, NCHW float32,
     optimizer.zero_grad(); loss.backward(); optimizer.step().
-(gensens) workflow_src.train.train itself with a RunSpec (optimizer "momentum"), the target
+(gensens) workflow_src.training.train.train itself with a RunSpec (optimizer "momentum"), the target
     accuracy out of reach and eval_every = max_steps: the data sit on the device as one
     tensor, batches are slices of a randperm, augmentation is batched tensor ops.
 
@@ -61,10 +61,10 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from workflow_src.cnns import parameter_count
-from workflow_src.models import build_model
+from workflow_src.nets.cnns import parameter_count
+from workflow_src.nets.models import build_model
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import model_spec_for, train
+from workflow_src.training.train import model_spec_for, train
 
 UNREACHABLE = 2.0  # target train accuracy: never met, so train() runs all its steps
 CROP = 28

@@ -63,7 +63,7 @@ from workflow_src.metrics.norms import norm_metrics
 from workflow_src.metrics.ntk import ntk_gram, ntk_metrics
 from workflow_src.metrics.pac_bayes import pac_bayes_metrics
 from workflow_src.metrics.sharpness import sharpness_metrics
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 from workflow_src.runtable import DataSpec, RunSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def load_networks(archs):
     else:
         from workflow_src.data.acquire import DatasetUnavailable, acquire
         from workflow_src.data.corrupt import make_corrupted
-        from workflow_src.train import train
+        from workflow_src.training.train import train
 
         try:
             data = make_corrupted(acquire("fashion_mnist"), DEMO_DATA)

@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from workflow_src.data.acquire import acquire
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.integrity import write_store
-from workflow_src.models import build_model
+from workflow_src.nets.models import build_model
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train_shard import train_shard
-from workflow_src.train import evaluate, model_spec_for
+from workflow_src.jobs.train_shard import train_shard
+from workflow_src.training.train import evaluate, model_spec_for
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = lambda *_: None  # noqa: E731
@@ -63,7 +63,7 @@ def one_per_process(run: RunSpec, device: str, threads: int) -> float:
         "from workflow_src.data.acquire import acquire\n"
         "from workflow_src.data.corrupt import make_corrupted\n"
         "from workflow_src.runtable import RunSpec\n"
-        "from workflow_src.train import train\n"
+        "from workflow_src.training.train import train\n"
         f"run = RunSpec.from_dict({run.to_dict()!r})\n"
         "data = make_corrupted(acquire('fashion_mnist'), run.data)\n"
         f"train(run, data, torch.device({device!r}), log=lambda _: None)\n"

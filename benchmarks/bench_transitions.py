@@ -48,9 +48,9 @@ from workflow_src.metrics.transitions import (
     exact_transitions_polygons,
     sampled_transitions,
 )
-from workflow_src.models import BREAKPOINTS, ModelSpec, build_model, load_model
+from workflow_src.nets.models import BREAKPOINTS, ModelSpec, build_model, load_model
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import train
+from workflow_src.training.train import train
 
 SAMPLE_SIZES = (2**12, 2**16, 2**20)
 BATCHED_SHAPE = (256, 2)  # width, depth of the demo's largest networks

@@ -47,7 +47,7 @@ import xarray as xr
 from workflow_src.config import load_study, validate_config
 from workflow_src.metrics.trajectories import (draw_ellipses, ellipse_points, polygon_points,
                                                translation_polygon)
-from workflow_src.models import BREAKPOINTS, build_model, load_model
+from workflow_src.nets.models import BREAKPOINTS, build_model, load_model
 from workflow_src.runtable import build_run_table
 
 BATCH = 256  # points per autograd batch: bounds memory at BATCH × d float64 per row

@@ -32,9 +32,9 @@ from workflow_src.data.corrupt import make_corrupted
 from workflow_src.metrics.per_run import ellipse_metrics
 from workflow_src.metrics.trajectories import ANCHOR_KINDS, draw_ellipses, ellipse_points
 from workflow_src.metrics.transitions import exact_transitions_ellipse, sampled_transitions
-from workflow_src.models import build_model
+from workflow_src.nets.models import build_model
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import train
+from workflow_src.training.train import train
 
 BASE = dict(n_train=1000, width=256, depth=2, optimizer="adam", learning_rate=1e-3,
             standardize="none")

@@ -10,7 +10,7 @@ rule aggregate:
     input:
         records=[shard_record(shard) for shard in SHARDS],
         measured=[measure_record(shard) for shard in SHARDS],
-        code=package_files("aggregate", "registry", "runtable", "integrity"),
+        code=package_files("jobs/aggregate", "registry", "runtable", "integrity"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
         stores=[[metric_store(m, shard) for m in MEASURED] for shard in SHARDS],

@@ -5,11 +5,12 @@ import shutil
 from workflow_src import paths, registry
 from workflow_src.config import ConfigError
 from workflow_src.figures.common import outputs as figure_files
-from workflow_src.runtable import build_run_table, stable_hash
+from workflow_src.runtable import build_run_table
 from workflow_src.shards import plan_shards
 
 RUNS = build_run_table(config)
-STUDY_DIR = f"results/{config['study']}"
+RESULTS = paths.RESULTS  # where every output lies: workflow_src/paths.py
+STUDY_DIR = str(paths.study_folder(RESULTS, config["study"]))
 # Each stage appends the files it delivers; `rule all` (Snakefile) asks for all of them.
 TARGETS = []
 ENV_TORCH = "../envs/torch.yaml"
@@ -42,13 +43,23 @@ def shard_runs(wildcards):
 def shard_data(wildcards):
     """data_<data id> -> the corrupted dataset of every member of the shard."""
     ids = sorted({RUNS[run_id].data.id for run_id in SHARDS[wildcards.shard]})
-    return {f"data_{data_id}": f"results/datasets/{data_id}.zarr" for data_id in ids}
+    return {f"data_{data_id}": dataset_store(data_id) for data_id in ids}
+
+
+def dataset_store(data_id="{data_id}"):
+    """results/datasets/<data_id>.zarr: a corrupted subset, what networks train on."""
+    return str(paths.dataset_store(RESULTS, data_id))
+
+
+def raw_dataset_store(name="{dataset}"):
+    """results/datasets/raw/<name>.zarr: a dataset as acquired."""
+    return str(paths.raw_dataset_store(RESULTS, name))
 
 
 def shard_record(shard="{shard}"):
     """results/shards/<shard>/train.json: written last by the shard's training job, it lists
     every member's summary and vouches for each member's results/runs/<run_id>/train.json."""
-    return str(paths.shard_record("results", shard))
+    return str(paths.shard_record(RESULTS, shard))
 
 
 def package_files(*modules):
@@ -88,14 +99,15 @@ for _metric in MEASURED:
 
 def metric_store(metric, shard="{shard}"):
     """results/shards/<shard>/<metric>-<hash of its settings>.zarr"""
-    return f"results/shards/{shard}/{registry.store_name(metric, METRIC_SETTINGS[metric])}"
+    name = registry.store_name(metric, METRIC_SETTINGS[metric])
+    return str(paths.metric_store(RESULTS, shard, name))
 
 
 def measure_record(shard="{shard}"):
     """results/shards/<shard>/measured-<hash of the measured stores' names>.json: written last
     by the shard's measuring job, it vouches for each store of MEASURED (workflow_src/paths.py,
     which the job names it with)."""
-    return str(paths.measure_record("results", shard, {m: metric_store(m) for m in MEASURED}))
+    return str(paths.measure_record(RESULTS, shard, {m: metric_store(m) for m in MEASURED}))
 
 
 MEASURE_CODE = sorted({module for m in MEASURED for module in registry.code_modules(m)})

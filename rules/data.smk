@@ -4,7 +4,7 @@ DATA_SPECS = {run.data.id: run.data for run in RUNS.values()}
 
 rule acquire:
     output:
-        directory("results/datasets/raw/{dataset}.zarr"),
+        directory(raw_dataset_store()),
     input:
         code=package_files("data/acquire"),
     log:
@@ -17,9 +17,9 @@ rule acquire:
 
 rule corrupt:
     output:
-        directory("results/datasets/{data_id}.zarr"),
+        directory(dataset_store()),
     input:
-        raw=lambda wc: f"results/datasets/raw/{DATA_SPECS[wc.data_id].dataset}.zarr",
+        raw=lambda wc: raw_dataset_store(DATA_SPECS[wc.data_id].dataset),
         code=package_files("data/corrupt", "runtable"),
     params:
         spec=lambda wc: DATA_SPECS[wc.data_id].__dict__,

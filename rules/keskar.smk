@@ -19,10 +19,10 @@ rule keskar_interpolation:
     input:
         # Each shard record vouches for its members' train.json, each of those for model.pt.
         records=[shard_record(shard) for shard in shards_of(KESKAR_RUNS, SHARDS)],
-        **{f"data_{data_id}": f"results/datasets/{data_id}.zarr"
+        **{f"data_{data_id}": dataset_store(data_id)
            for data_id in sorted({RUNS[run_id].data.id for run_id in KESKAR_RUNS})},
-        code=package_files("metrics/interpolation", "metrics/jacobian", "models", "nets/spec",
-                           "cnns", "nets/cnn_codes", "nets/checked", "integrity", "paths",
+        code=package_files("metrics/interpolation", "metrics/jacobian", "nets/models", "nets/spec",
+                           "nets/cnns", "nets/cnn_codes", "nets/checked", "integrity", "paths",
                            "runtable"),
     params:
         pairs=[list(pair) for pair in KESKAR_PAIRS],

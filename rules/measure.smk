@@ -1,5 +1,5 @@
 # Stage 4: one job per shard measures every enabled metric of every member
-# (workflow_src/measure_shard.py), each into its own store named by a hash of that metric's
+# (workflow_src/jobs/measure_shard.py), each into its own store named by a hash of that metric's
 # settings (metric_store). The stores are not outputs: the job's output is the shard's
 # measure record, written last, which vouches for each store (as a shard's train.json vouches
 # for its members), so Snakemake never deletes a store. The job reuses every store that is
@@ -13,8 +13,8 @@ rule measure:
         record=measure_record(),
     input:
         unpack(shard_inputs),
-        code=package_files("measure_shard", "registry", "declarations", "paths", "nets/checked",
-                           *MEASURE_CODE),
+        code=package_files("jobs/measure_shard", "registry", "declarations", "paths",
+                           "nets/checked", *MEASURE_CODE),
     params:
         metrics={m: METRIC_SETTINGS[m] for m in MEASURED},
         stores=lambda wildcards: {m: metric_store(m, wildcards.shard) for m in MEASURED},

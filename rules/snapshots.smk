@@ -1,7 +1,7 @@
 # Metrics along training (measure.snapshots; Arpit et al. 2017, arXiv 1706.05394, follow
 # the critical sample ratio through training). One job per shard measures the chosen
 # metrics of every member at the chosen training steps into one store, named by a hash of
-# the steps and the metrics' settings (workflow_src/snapshots.py: a kept checkpoint, else
+# the steps and the metrics' settings (workflow_src/jobs/snapshots.py: a kept checkpoint, else
 # the member trained again from scratch, else the final network); one job turns every
 # shard's store into the study's table and figure. Measuring needs torch (ENV_TORCH), the
 # table and figure altair (ENV_ANALYSIS). Off by default; `enabled` is not in the hash.
@@ -11,7 +11,7 @@ SNAPSHOT_METRICS = [m for m in ALL_METRICS if m in SNAPSHOTS["metrics"]]
 SNAPSHOT_SETTINGS = {"steps": sorted(set(SNAPSHOTS["steps"])),
                      "metrics": {m: registry.hashed_settings(m, METRIC_SETTINGS[m])
                                  for m in SNAPSHOT_METRICS}}
-SNAPSHOT_STORE = f"results/shards/{{shard}}/snapshots-{stable_hash(SNAPSHOT_SETTINGS, 8)}.zarr"
+SNAPSHOT_STORE = str(paths.snapshot_store(RESULTS, "{shard}", SNAPSHOT_SETTINGS))
 # The modules each snapshot metric's results depend on (its declaration's code).
 SNAPSHOT_CODE = {m: registry.code_modules(m) for m in ALL_METRICS if METRICS[m].snapshots}
 SNAPSHOT_CATEGORY = "Metrics along training"
@@ -29,9 +29,10 @@ rule measure_snapshots:
     input:
         unpack(shard_inputs),
         # train, losses, augmentation, stacked: snapshots without kept checkpoints train again.
-        code=package_files("snapshots", "measure_shard", "registry", "train", "losses",
-                           "augmentation", "stacked", "models", "nets/spec", "cnns",
-                           "nets/cnn_codes", "nets/checked", "paths", "checkpoints",
+        code=package_files("jobs/snapshots", "jobs/measure_shard", "registry", "paths",
+                           "training/train", "training/augmentation", "training/stacked",
+                           "training/checkpoints", "nets/losses", "nets/models", "nets/spec",
+                           "nets/cnns", "nets/cnn_codes", "nets/checked",
                            *sorted({f for m in SNAPSHOT_METRICS for f in SNAPSHOT_CODE[m]})),
     params:
         steps=SNAPSHOT_SETTINGS["steps"],
@@ -56,8 +57,8 @@ rule plot_snapshots:
         seal=study_seal("plot_snapshots"),
     input:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
-        code=package_files("snapshots", "aggregate", "registry", "integrity", "figures/common",
-                           "figures/theme", "figures/studies", "figures/snapshots",
+        code=package_files("jobs/snapshots", "jobs/aggregate", "registry", "integrity",
+                           "figures/common", "figures/theme", "figures/studies", "figures/snapshots",
                            "figures/conditioning", "stats/conditioning",
                            "figures/implicit_bias"),
     params:

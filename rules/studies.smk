@@ -13,7 +13,7 @@ rule collect_curves:
         # Each shard's record vouches for its members' train.json, each of those for the
         # curve.csv beside it (the per-network files are not Snakemake outputs of their own).
         records=[shard_record(shard) for shard in SHARDS],
-        code=package_files("collect", "runtable", "integrity"),
+        code=package_files("jobs/collect", "runtable", "integrity"),
     params:
         runs={run_id: run.hyperparameters() for run_id, run in RUNS.items()},
     log:

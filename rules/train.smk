@@ -1,4 +1,4 @@
-# Stage 3: one job per shard trains its networks (workflow_src/train_shard.py). A network's
+# Stage 3: one job per shard trains its networks (workflow_src/jobs/train_shard.py). A network's
 # files stay in results/runs/<run_id>/, so it is trained once, whichever shards and studies
 # contain it; the shard's record, written last, is what Snakemake sees. Checkpoints of a network
 # in training (results/runs/<run_id>/checkpoint*) are not outputs: Snakemake's removal of a
@@ -11,8 +11,9 @@ rule train:
     input:
         unpack(shard_data),
         code=package_files(
-            "train", "train_shard", "ensemble", "models", "nets/spec", "cnns", "nets/cnn_codes",
-            "runtable", "checkpoints", "losses", "augmentation", "stacked"
+            "jobs/train_shard", "training/train", "training/ensemble", "training/stacked",
+            "training/augmentation", "training/checkpoints", "nets/models", "nets/spec",
+            "nets/cnns", "nets/cnn_codes", "nets/losses", "runtable"
         ),
     params:
         runs=shard_runs,

@@ -4,7 +4,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.io import is_flagged
 
-from workflow_src.adapter import TRAIN_SUMMARY_KEYS
+from workflow_src.jobs.adapter import TRAIN_SUMMARY_KEYS
 
 
 def computed_from(metric):
@@ -53,19 +53,19 @@ def dataset_outputs():
     from it down to the shards' records and stores (a raw one, its subsets too): Snakemake
     asks for a missing dataset only when a job that reads it must run, and the shards' jobs
     must not be skipped. Their training jobs then reuse every member whose dataset is
-    rebuilt identical (workflow_src/train_shard.py)."""
+    rebuilt identical (workflow_src/jobs/train_shard.py)."""
     raw = {spec.dataset: [] for spec in DATA_SPECS.values()}
     for data_id, spec in DATA_SPECS.items():
         raw[spec.dataset].append(data_id)
     entries = []
     for name, data_ids in raw.items():
-        path = f"results/datasets/raw/{name}.zarr"
-        subsets = [f"results/datasets/{data_id}.zarr" for data_id in data_ids]
+        path = raw_dataset_store(name)
+        subsets = [dataset_store(data_id) for data_id in data_ids]
         entries.append({"output": path, "removes": [path, *subsets, *shard_jobs_on(data_ids)],
                         "rebuilds": f"acquire {name}, corrupt its {len(data_ids)} subset(s); "
                                     f"{networks_of(data_ids)}"})
     for data_id in DATA_SPECS:
-        path = f"results/datasets/{data_id}.zarr"
+        path = dataset_store(data_id)
         entries.append({"output": path, "removes": [path, *shard_jobs_on([data_id])],
                         "rebuilds": f"corrupt {data_id}; {networks_of([data_id])}"})
     return entries
@@ -75,7 +75,7 @@ def shard_outputs(shard):
     """The shard's record, each member's train.json (which vouches for its model.pt and
     curve.csv), the shard's measure record and its metric stores. A damaged member takes the
     shard's record, measure record and stores with it; the next run retrains that member
-    only (intact members are reused, workflow_src/train_shard.py) and re-measures the shard.
+    only (intact members are reused, workflow_src/jobs/train_shard.py) and re-measures the shard.
     A damaged store takes the measure record (and the stores computed from it): the next
     run's measure job re-measures those and reuses the shard's other stores."""
     record, measured, *stores = measured_from(shard)
@@ -84,11 +84,11 @@ def shard_outputs(shard):
                 "rebuilds": f"train shard {shard} (intact members are reused), then measure "
                             "of it"}]
     for run_id in SHARDS[shard]:
-        folder = f"results/runs/{run_id}"
+        files = [str(path(RESULTS, run_id)) for path in
+                 (paths.model_file, paths.curve_file, paths.run_record)]
         entries.append({
-            "output": f"{folder}/train.json", "required": list(TRAIN_SUMMARY_KEYS),
-            "removes": [f"{folder}/model.pt", f"{folder}/curve.csv", f"{folder}/train.json",
-                        record, measured, *stores],
+            "output": files[-1], "required": list(TRAIN_SUMMARY_KEYS),
+            "removes": [*files, record, measured, *stores],
             "rebuilds": f"network {run_id} retrains in shard {shard}, then measure of the "
                         "shard"})
     entries.append({"output": measured, "required": ["shard", "stores"], "removes": [measured],

@@ -45,7 +45,7 @@ def cnn_shard(tmp_path_factory, digits):
     from workflow_src.data.corrupt import make_corrupted
     from workflow_src.integrity import write_store
     from workflow_src.runtable import DataSpec, RunSpec
-    from workflow_src.train_shard import train_shard
+    from workflow_src.jobs.train_shard import train_shard
 
     results = tmp_path_factory.mktemp("cnn_shard")
     runs, stores = [], {}

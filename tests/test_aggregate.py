@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from workflow_src.aggregate import build_metrics
+from workflow_src.jobs.aggregate import build_metrics
 from workflow_src.integrity import check_store, write_store
 from workflow_src.runtable import HYPERPARAMETERS
 from workflow_src.stats import converged, network_table
@@ -132,7 +132,7 @@ def test_expected_signs_agree_with_the_metric_modules():
     """aggregate.py reads the signs from the metrics' declarations (workflow_src/measures/,
     read without PyTorch: its environment has none); they must be the ones each metric
     module states and argues."""
-    from workflow_src.aggregate import expected_sign
+    from workflow_src.jobs.aggregate import expected_sign
     from workflow_src.metrics import norms, ntk, pac_bayes
     from workflow_src.registry import indicators
 
@@ -158,7 +158,7 @@ def test_convergence_variables_agree_with_the_metric_modules():
     declarations (no PyTorch in its environment); they must be the ones the metric modules
     write and name."""
     from workflow_src import registry
-    from workflow_src.aggregate import converged_by
+    from workflow_src.jobs.aggregate import converged_by
     from workflow_src.metrics import hessian, pac_bayes, sharpness
 
     INDICATORS = registry.indicators()

@@ -22,7 +22,7 @@ from workflow_src.metrics.bounds import (
 )
 from workflow_src.metrics.jacobian import jacobian_norms, pointwise_metrics, true_class_jacobian_norm
 from workflow_src.metrics.per_run import bound_metrics
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 N_CLASSES, DIM, M_TRUE = 5, 12, 0.7
 

@@ -1,5 +1,5 @@
 """A checkpoint's identity, one test per field, as a shard's training job builds it
-(workflow_src/train_shard.py, checkpoints.py): a member's names its run, the training code,
+(workflow_src/jobs/train_shard.py, checkpoints.py): a member's names its run, the training code,
 its dataset's content, the device type, torch and the checkpoint format and code; a
 stack's names every member, each member's dataset, the code, device and torch. Whatever
 else differs between two jobs (shard, shard-mates, their order, checkpoint_every,
@@ -13,10 +13,11 @@ import pytest
 import torch
 from test_identities import DATA, RUN
 
-from workflow_src import checkpoints, train_shard
+from workflow_src.jobs import train_shard
+from workflow_src.training import checkpoints
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.integrity import write_store
-from workflow_src.train_shard import MemberFailed
+from workflow_src.jobs.train_shard import MemberFailed
 
 CPU = torch.device("cpu")
 # Three stackable members of one shape, on two datasets.

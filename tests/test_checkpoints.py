@@ -1,4 +1,4 @@
-"""Checkpoints and resume (workflow_src/checkpoints.py): a network whose training is
+"""Checkpoints and resume (workflow_src/training/checkpoints.py): a network whose training is
 interrupted and resumed, once or more, is bit-identical to one trained without a break; a
 checkpoint of another network, other code or damaged is ignored and removed; loading never
 unpickles an arbitrary object; a killed Snakemake resumes the member it was training."""
@@ -21,13 +21,13 @@ import yaml
 from workflow_helpers import REPO, SNAKEMAKE, TINY_CONFIG
 
 from workflow_src import integrity
-from workflow_src.checkpoints import KEPT, POINTER, CheckpointStore
+from workflow_src.training.checkpoints import KEPT, POINTER, CheckpointStore
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.integrity import write_store
-from workflow_src.models import load_model
+from workflow_src.nets.models import load_model
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import train
-from workflow_src.train_shard import MemberFailed, train_shard
+from workflow_src.training.train import train
+from workflow_src.jobs.train_shard import MemberFailed, train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -260,7 +260,7 @@ def shard_stores(tmp_path, digits):
 
 def test_a_failed_shard_job_reuses_finished_members_and_resumes_the_one_in_progress(
         tmp_path, digits, monkeypatch):
-    from workflow_src import train_shard as module
+    from workflow_src.jobs import train_shard as module
 
     runs = shard_members()
     reference, results = tmp_path / "reference", tmp_path / "results"

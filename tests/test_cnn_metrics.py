@@ -1,4 +1,4 @@
-"""Every metric on the convolutional networks of workflow_src/cnns.py, against slow, obvious
+"""Every metric on the convolutional networks of workflow_src/nets/cnns.py, against slow, obvious
 float64 references on tiny inputs: per-point autograd Jacobians (and, at near-certain points,
 log-softmax identities and 60-digit decimal losses), a dense brute-force count of code
 changes along explicit polygon samples, hand-summed weights and numpy margins, a dense
@@ -23,7 +23,7 @@ from torch import nn
 from torch.autograd.functional import jacobian
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from workflow_src.cnns import CNN_ARCHITECTURES, ShiftBatchNorm2d, WideBasicBlock
+from workflow_src.nets.cnns import CNN_ARCHITECTURES, ShiftBatchNorm2d, WideBasicBlock
 from workflow_src.metrics.jacobian import (
     jacobian_norms,
     pointwise_metrics,
@@ -36,7 +36,7 @@ from workflow_src.metrics.trajectories import (
     polygon_points,
     translation_polygon,
 )
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -656,7 +656,7 @@ SHARD_SETTINGS = {
 @pytest.mark.slow  # trains a CNN shard (conftest cnn_shard); MLP shards: test_shards
 def test_a_cnn_shard_store_holds_each_members_own_metrics(cnn_shard):
     from workflow_src import integrity
-    from workflow_src.measure_shard import measure_shard
+    from workflow_src.jobs.measure_shard import measure_shard
     from workflow_src.metrics.critical import critical_sample_metrics
     from workflow_src.metrics.hessian import hessian_metrics
     from workflow_src.metrics.norms import norm_metrics
@@ -664,7 +664,7 @@ def test_a_cnn_shard_store_holds_each_members_own_metrics(cnn_shard):
     from workflow_src.metrics.pac_bayes import pac_bayes_metrics
     from workflow_src.metrics.per_run import bound_metrics
     from workflow_src.metrics.sharpness import sharpness_metrics
-    from workflow_src.models import load_model
+    from workflow_src.nets.models import load_model
 
     results, runs, stores = cnn_shard
     measured = measure_shard(SHARD_SETTINGS, "c" * 12, runs, stores, results,

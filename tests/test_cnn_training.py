@@ -17,14 +17,14 @@ from test_checkpoints import (
     checkpoint_files,
 )
 
-from workflow_src.checkpoints import CheckpointStore
+from workflow_src.training.checkpoints import CheckpointStore
 from workflow_src.data.acquire import RawDataset
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.integrity import write_store
-from workflow_src.models import load_model, save_model
+from workflow_src.nets.models import load_model, save_model
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import train
-from workflow_src.train_shard import train_shard, training_code_sha
+from workflow_src.training.train import train
+from workflow_src.jobs.train_shard import train_shard, training_code_sha
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
@@ -144,7 +144,7 @@ def test_mixed_precision_trains_in_bfloat16_and_evaluates_in_float32(
     """Under training.mixed_precision the training passes' convolutions run in bfloat16
     (torch.autocast, here on the CPU), the learning curve's evaluations and the weights stay
     float32, the network learns, and it differs from the float32 network (autocast was on)."""
-    from workflow_src import train as module
+    from workflow_src.training import train as module
 
     watched = []  # per network built: its first convolution's (mode, output dtype)s
     real_build = module.build_model

@@ -13,7 +13,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from workflow_src.cnns import _CodedNet
+from workflow_src.nets.cnns import _CodedNet
 from workflow_src.metrics.cnn_walk import (
     _Region,
     _Walker,
@@ -271,8 +271,8 @@ def test_a_shard_measured_with_exact_cnn_stores_each_members_walk(cnn_shard):
     member's transitions_exact is its own walk's count (off, it is NaN: test_cnn_metrics).
     One point per member: a walk of a trained 8 x 8 WRN-10-1 takes ~10 s here."""
     from workflow_src import integrity
-    from workflow_src.measure_shard import measure_shard
-    from workflow_src.models import load_model
+    from workflow_src.jobs.measure_shard import measure_shard
+    from workflow_src.nets.models import load_model
 
     results, runs, stores = cnn_shard
     settings = {"jacobian": {"n_points": 1},

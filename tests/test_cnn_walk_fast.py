@@ -103,8 +103,8 @@ def test_each_point_stores_its_own_walk_only_when_exact_cnn_is_on(monkeypatch):
 
 def test_each_member_of_a_shard_stores_its_own_walk(monkeypatch, cnn_shard):
     from workflow_src import integrity
-    from workflow_src.measure_shard import measure_shard
-    from workflow_src.models import load_model
+    from workflow_src.jobs.measure_shard import measure_shard
+    from workflow_src.nets.models import load_model
 
     stub_walk(monkeypatch)
     results, runs, stores = cnn_shard

@@ -1,4 +1,4 @@
-"""The convolutional networks of workflow_src/cnns.py: shapes, parameter counts, seeding,
+"""The convolutional networks of workflow_src/nets/cnns.py: shapes, parameter counts, seeding,
 the centre crop, fitting a tiny batch, and activation codes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workflow_src.cnns import (
+from workflow_src.nets.cnns import (
     CNN_ARCHITECTURES,
     AlexNetSmall,
     InceptionSmall,
@@ -18,7 +18,7 @@ from workflow_src.cnns import (
     input_problem,
     parameter_count,
 )
-from workflow_src.models import ACTIVATIONS, BREAKPOINTS, ModelSpec
+from workflow_src.nets.models import ACTIVATIONS, BREAKPOINTS, ModelSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

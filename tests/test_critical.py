@@ -16,7 +16,7 @@ from workflow_src.metrics.critical import (
     critical_sample_metrics,
     langevin_adversarial_search,
 )
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 # --- 2-D toy problem and its exhaustive reference ------------------------------------------
 

@@ -16,9 +16,9 @@ import torch
 import xarray as xr
 
 from workflow_src import integrity, registry
-from workflow_src import measure_shard as ms
+from workflow_src.jobs import measure_shard as ms
 from workflow_src.config import ConfigError
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 from workflow_src.nets.checked import load_checked
 from workflow_src.paths import run_folder
 
@@ -199,7 +199,7 @@ def test_a_declaration_in_the_entry_or_the_module_is_read_without_importing(work
     assert registry.expected_sign("top_logit") == -1 and registry.units("value") == "u"
     assert list(registry.metrics())[-2:] == ["good", "nan"]
     assert registry.metric("nan").cost == 2.0 and registry.code_modules("good") == [
-        "cnns", "custom", "models", "nets/cnn_codes", "nets/spec"]
+        "custom", "nets/cnn_codes", "nets/cnns", "nets/models", "nets/spec"]
 
 
 # --- the measuring job ------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import torch
 import xarray as xr
 from sklearn.kernel_ridge import KernelRidge
 
-from workflow_src.measure_shard import MemberJob
+from workflow_src.jobs.measure_shard import MemberJob
 from workflow_src.measures import eigenlearning as measure_module
 from workflow_src.metrics import eigenlearning as el
 from workflow_src.metrics.ntk import ntk_gram
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 
 def rel(a, b):

@@ -1,18 +1,18 @@
-"""The stacked trainer (workflow_src/ensemble.py) against train.train and torch.optim, in
+"""The stacked trainer (workflow_src/training/ensemble.py) against train.train and torch.optim, in
 float64 on small digits networks."""
 
 import pytest
 import torch
 
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.ensemble import (
+from workflow_src.training.ensemble import (
     STACKABLE_OPTIMIZERS,
     StackedOptimizer,
     check_stackable,
     train_stacked,
 )
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import make_optimizer, train
+from workflow_src.training.train import make_optimizer, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,9 +16,9 @@ from workflow_helpers import TINY_CONFIG
 
 from workflow_src import registry
 from workflow_src.config import ConfigError, validate_config
-from workflow_src.measure_shard import MemberJob, measure_member
+from workflow_src.jobs.measure_shard import MemberJob, measure_member
 from workflow_src.measures.gradient_noise import gradient_noise
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 N_CLASSES = 3
 

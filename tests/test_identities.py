@@ -17,7 +17,8 @@ import pytest
 from workflow_helpers import REPO
 from workflow_helpers import tiny_study as study
 
-from workflow_src import shards, train_shard
+from workflow_src import shards
+from workflow_src.jobs import train_shard
 from workflow_src.runtable import (LEGACY_DEFAULTS, DataSpec, RunSpec, build_run_table,
                                    stable_hash)
 
@@ -123,9 +124,10 @@ def test_the_order_of_axes_values_and_blocks_does_not_change_the_runs():
 # The modules whose source determines a trained network (checkpoints.py only resumes it,
 # bit for bit: tests/test_checkpoints.py; its own digest is in every checkpoint's identity).
 # Paths relative to workflow_src/; CNN_ONLY is left out of an MLP's hash.
-NETWORK_CODE = ("train.py", "models.py", "nets/spec.py", "runtable.py", "ensemble.py", "cnns.py",
-                "nets/cnn_codes.py", "losses.py", "augmentation.py", "stacked.py")
-CNN_ONLY = ("cnns.py", "nets/cnn_codes.py")
+NETWORK_CODE = ("training/train.py", "nets/models.py", "nets/spec.py", "runtable.py",
+                "training/ensemble.py", "nets/cnns.py", "nets/cnn_codes.py", "nets/losses.py",
+                "training/augmentation.py", "training/stacked.py")
+CNN_ONLY = ("nets/cnns.py", "nets/cnn_codes.py")
 ARCHITECTURES = ("mlp", "wrn", "alexnet_small", "inception_small")
 
 
@@ -152,7 +154,7 @@ def test_editing_a_module_that_builds_or_trains_networks_changes_the_code_hash(
     assert (after != before) == (name not in CNN_ONLY or architecture != "mlp")
 
 
-@pytest.mark.parametrize("name", ["integrity.py", "adapter.py", "shards.py", "aggregate.py"])
+@pytest.mark.parametrize("name", ["integrity.py", "jobs/adapter.py", "shards.py", "jobs/aggregate.py"])
 def test_editing_a_module_that_does_not_train_leaves_the_code_hash(monkeypatch, name):
     before = train_shard.training_code_sha()
     assert code_sha_with(monkeypatch, name, b"\n# edited\n") == before
@@ -165,7 +167,7 @@ def test_the_code_hash_does_not_depend_on_where_the_checkout_lies(monkeypatch, t
         (package / name).parent.mkdir(parents=True, exist_ok=True)
         (package / name).write_bytes((REPO / "workflow_src" / name).read_bytes())
     before = train_shard.training_code_sha()
-    monkeypatch.setattr(train_shard, "__file__", str(package / "train_shard.py"))
+    monkeypatch.setattr(train_shard, "__file__", str(package / "jobs" / "train_shard.py"))
     assert train_shard.training_code_sha() == before
 
 
@@ -177,8 +179,8 @@ def test_every_module_that_training_imports_is_one_the_test_above_edits():
     change a network."""
     script = (
         "import sys, torch\n"
-        "from workflow_src import ensemble, train\n"
-        "from workflow_src.models import ModelSpec, build_model\n"
+        "from workflow_src.training import ensemble, train\n"
+        "from workflow_src.nets.models import ModelSpec, build_model\n"
         "for arch in ('mlp', 'wrn', 'alexnet_small', 'inception_small'):\n"
         "    build_model(ModelSpec((1, 8, 8), 10, 1 if arch == 'wrn' else 4,\n"
         "                10 if arch == 'wrn' else 1, 'relu', True, architecture=arch), 0)\n"
@@ -193,7 +195,7 @@ def test_every_module_that_training_imports_is_one_the_test_above_edits():
         body = ast.parse((REPO / "workflow_src" / name).read_text()).body
         assert all(isinstance(node, (ast.Expr, ast.Assign))
                    and isinstance(node.value, ast.Constant) for node in body), name
-    assert set(out) - packages - {"checkpoints.py", "integrity.py"} <= set(NETWORK_CODE), out
+    assert set(out) - packages - {"training/checkpoints.py", "integrity.py"} <= set(NETWORK_CODE), out
     assert "nets/spec.py" in out and "nets/cnn_codes.py" in out, out
 
 

@@ -14,7 +14,7 @@ from test_presets import presets_dir, small, small_run  # noqa: F401 (fixtures)
 
 from workflow_src.measures.implicit_bias import implicit_bias
 from workflow_src.metrics.implicit_bias import angle, point_margins, svm_direction
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 
 

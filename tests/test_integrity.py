@@ -15,7 +15,7 @@ import xarray as xr
 
 from workflow_src import integrity
 from workflow_src.integrity import DamagedOutputError
-from workflow_src.models import ModelSpec, build_model, save_model
+from workflow_src.nets.models import ModelSpec, build_model, save_model
 from workflow_src.nets.checked import load_checked
 
 

@@ -17,7 +17,7 @@ from workflow_helpers import TINY_CONFIG, planned_jobs, snakemake
 
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.metrics import interpolation as I
-from workflow_src.models import MLP, ModelSpec, build_model
+from workflow_src.nets.models import MLP, ModelSpec, build_model
 from workflow_src.runtable import DataSpec, RunSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,7 +11,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from workflow_src.metrics.jacobian import jacobian_norms, pointwise_metrics, true_class_jacobian_norm
-from workflow_src.models import ACTIVATIONS, BREAKPOINTS, ModelSpec, build_model
+from workflow_src.nets.models import ACTIVATIONS, BREAKPOINTS, ModelSpec, build_model
 
 N_CLASSES = 5
 # Weight scale per activation so that random inputs reach every linear piece.

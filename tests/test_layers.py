@@ -25,29 +25,29 @@ MAX_FUNCTION_LINES = 80
 # The layers, lowest first: each entry names top-level modules ("runtable") or subpackages
 # ("metrics", every module in it). A module imports only from its own layer and lower ones.
 LAYERS = (
-    # plumbing every stage shares: the run table, the config and its schema, the metric
-    # registry (declarations read without importing torch; the types it shares with the
-    # user indicators in declarations), user indicators, sealing and
-    # checking outputs, shards, where every output lies (paths), the datasets
+    # plumbing every stage shares, the package's top-level modules: the run table, the config
+    # and its schema, the metric registry (declarations read without importing torch; the
+    # types it shares with the user indicators in declarations), user indicators, sealing and
+    # checking outputs, shards, where every output lies (paths), and the datasets (data/)
     ("base", ("__init__", "runtable", "config", "declarations", "registry", "custom",
               "integrity", "shards", "paths", "data")),
-    # the networks: what fixes one (nets/spec), the MLP and building/loading any (models),
-    # the CNNs (cnns, their activation codes in nets/cnn_codes), loading a saved one checked
-    # against its record (nets/checked), and the loss a network is trained and measured with
-    ("nets", ("models", "cnns", "losses", "nets")),
-    # the computations of the metrics, for one network
+    # nets/: what fixes a network (spec), the MLP and building/loading any (models), the
+    # CNNs (cnns, their activation codes in cnn_codes), loading a saved one checked against
+    # its record (checked), and the loss a network is trained and measured with (losses)
+    ("nets", ("nets",)),
+    # metrics/: the computations of the metrics, for one network
     ("metrics", ("metrics",)),
-    # one module per metric: its declaration and measure()
+    # measures/: one module per metric, its declaration and measure()
     ("measures", ("measures",)),
-    # training one network, a stack of them (ensemble, its batched parts in stacked),
-    # batch augmentation, and checkpoints
-    ("training", ("train", "ensemble", "stacked", "augmentation", "checkpoints")),
-    # what a rule's job runs: rule scripts' shared helpers, train / measure / snapshot jobs,
-    # aggregation of the stores and the learning curves
-    ("jobs", ("adapter", "train_shard", "measure_shard", "snapshots", "aggregate", "collect")),
-    # statistics over the aggregated tables
+    # training/: training one network (train), a stack of them (ensemble, its batched parts
+    # in stacked), batch augmentation, and checkpoints
+    ("training", ("training",)),
+    # jobs/: what a rule's job runs: rule scripts' shared helpers (adapter), the train /
+    # measure / snapshot jobs, aggregation of the stores and the learning curves
+    ("jobs", ("jobs",)),
+    # stats/: statistics over the aggregated tables
     ("stats", ("stats",)),
-    # figures (theme, saving, one module per family)
+    # figures/: theme, saving, one module per family
     ("figures", ("figures",)),
 )
 
@@ -239,6 +239,16 @@ def test_every_module_has_a_layer():
     assert not unplaced, f"place {unplaced} in a layer of tests/test_layers.py LAYERS"
 
 
+def test_the_folders_are_the_layers():
+    """Every layer above the base is one folder of workflow_src/ (so the tree shows the
+    layers), and the base is the top-level modules plus data/."""
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    for name, members in LAYERS[1:]:
+        assert members == (name,) and name in folders, name
+    top_level = {p.stem for p in PACKAGE.glob("*.py")}
+    assert set(LAYERS[0][1]) == top_level | (folders - {n for n, _ in LAYERS[1:]})
+
+
 def test_no_import_cycles():
     found = {cycle: sorted(cycle) for cycle in cycles(graph())}
     check(found, PENDING_CYCLES, "import cycles")
@@ -298,14 +308,14 @@ def test_private_uses_are_found(monkeypatch, source, expected):
 
 
 def test_relative_imports_resolve_from_modules_and_packages():
-    node = ast.parse("from ..models import MLP").body[0]
-    assert absolute("metrics.transitions", node) == "models"
+    node = ast.parse("from ..nets.models import MLP").body[0]
+    assert absolute("metrics.transitions", node) == "nets.models"
     node = ast.parse("from .tables import strings").body[0]
     assert absolute("stats", node) == "stats.tables"
     assert absolute("stats.summary", node) == "stats.tables"
     node = ast.parse("from workflow_src.metrics import per_run").body[0]
     assert absolute("figures.job", node) == "metrics"
-    assert layer_of("models") < layer_of("metrics.transitions") < layer_of("figures.job")
+    assert layer_of("nets.models") < layer_of("metrics.transitions") < layer_of("figures.job")
 
 
 # --- rule -> script -> module -----------------------------------------------------------------

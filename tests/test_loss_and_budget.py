@@ -14,14 +14,14 @@ import torch
 from test_checkpoints import IDENTITY, Interrupted, InterruptedAt, assert_same_network
 from test_stacked_checkpoints import Killed, KilledAt, assert_same_stack, store
 
-from workflow_src.checkpoints import CheckpointStore
+from workflow_src.training.checkpoints import CheckpointStore
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.ensemble import train_stacked
-from workflow_src.losses import batch_loss, per_point_loss
+from workflow_src.training.ensemble import train_stacked
+from workflow_src.nets.losses import batch_loss, per_point_loss
 from workflow_src.metrics.jacobian import pointwise_metrics
-from workflow_src.models import ModelSpec, build_model, load_model, save_model
+from workflow_src.nets.models import ModelSpec, build_model, load_model, save_model
 from workflow_src.runtable import LEGACY_DEFAULTS, DataSpec, RunSpec, stable_hash
-from workflow_src.train import train
+from workflow_src.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -360,7 +360,7 @@ def test_the_record_names_the_loss_and_holds_fit_step(digits, tmp_path):
 
     from workflow_src.integrity import write_store
     from workflow_src.paths import shard_record
-    from workflow_src.train_shard import train_shard
+    from workflow_src.jobs.train_shard import train_shard
 
     runs = [run_spec(optimizer="adam", learning_rate=0.01, batch_size=20, max_steps=200,
                      eval_every=20, target_train_acc=0.9, stop_at_target=False),

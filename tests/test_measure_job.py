@@ -1,4 +1,4 @@
-"""A shard's measuring job (workflow_src/measure_shard.py measure_job), without Snakemake:
+"""A shard's measuring job (workflow_src/jobs/measure_shard.py measure_job), without Snakemake:
 every enabled metric into its own sealed store, reused when intact and current, re-measured
 alone when its settings or code change, kept when the job dies in a later metric; the
 stores do not depend on the order the metrics are measured in (each metric gets the network
@@ -17,12 +17,12 @@ import torch
 import xarray as xr
 
 from workflow_src import integrity, registry
-from workflow_src import measure_shard as ms
+from workflow_src.jobs import measure_shard as ms
 from workflow_src.config import validate_config
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.integrity import write_store
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train_shard import train_shard
+from workflow_src.jobs.train_shard import train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHARD = "a" * 12

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from workflow_src.metrics.norms import EXPECTED_SIGN, norm_metrics
-from workflow_src.models import ACTIVATIONS, ModelSpec, build_model
+from workflow_src.nets.models import ACTIVATIONS, ModelSpec, build_model
 
 N_CLASSES = 3
 CASES = list(itertools.product(sorted(ACTIVATIONS), [1, 2, 3], [True, False]))

@@ -19,7 +19,7 @@ from workflow_src.metrics.ntk import (
     ntk_gram,
     ntk_metrics,
 )
-from workflow_src.models import ACTIVATIONS, BREAKPOINTS, ModelSpec, build_model
+from workflow_src.nets.models import ACTIVATIONS, BREAKPOINTS, ModelSpec, build_model
 
 N_CLASSES = 3
 # Hidden-weight scale per activation so that random inputs reach every linear piece.

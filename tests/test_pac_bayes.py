@@ -13,7 +13,7 @@ import torch
 from scipy.stats import norm
 
 from workflow_src.metrics import pac_bayes as P
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

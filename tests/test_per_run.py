@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workflow_src.aggregate import build_metrics
+from workflow_src.jobs.aggregate import build_metrics
 from workflow_src.metrics.per_run import bound_metrics, ellipse_metrics, translation_metrics
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 from workflow_src.runtable import HYPERPARAMETERS
 
 

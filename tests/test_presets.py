@@ -187,7 +187,7 @@ def test_ols_covers_every_indicator(factors):
 
 
 def test_learning_curves_repeat_hyperparameters_and_status_per_row():
-    from workflow_src.collect import learning_curves
+    from workflow_src.jobs.collect import learning_curves
     from workflow_src.runtable import HYPERPARAMETERS
 
     runs = build_run_table(validate_config({**load("zhang_corruption"), "scale": "small"}))

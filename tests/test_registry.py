@@ -66,7 +66,8 @@ def test_declarations_config_and_analysis_modules_are_read_without_torch():
     measuring job until it has something to measure."""
     code = textwrap.dedent("""
         import sys, yaml
-        from workflow_src import aggregate, measure_shard, registry, snapshots, stats
+        from workflow_src import registry, stats
+        from workflow_src.jobs import aggregate, measure_shard, snapshots
         from workflow_src.config import load_schema, main, validate_config
         from workflow_src.figures import studies
         assert main(["check"]) == 0
@@ -177,7 +178,7 @@ def test_settings_caps_switches_and_bookkeeping_follow_the_declarations():
 
 
 def test_aggregate_signs_and_convergence_variables_come_from_the_declarations():
-    from workflow_src.aggregate import converged_by, expected_sign, units
+    from workflow_src.jobs.aggregate import converged_by, expected_sign, units
     from workflow_src.metrics import hessian, norms, ntk, pac_bayes, sharpness
 
     indicators = registry.indicators()

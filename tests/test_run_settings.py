@@ -17,7 +17,7 @@ from workflow_helpers import REPO
 
 from workflow_src.config import ConfigError, load_study, validate_config
 from workflow_src.runtable import DataSpec, RunSpec, build_run_table
-from workflow_src.train import learning_rate_at, make_optimizer, random_crops, run_optimizer
+from workflow_src.training.train import learning_rate_at, make_optimizer, random_crops, run_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -207,7 +207,7 @@ def test_weight_decay_and_momentum_reach_the_optimizer():
 def test_scheduled_training_uses_the_scheduled_rates(digits):
     """A run whose rate drops to 0 after step 5 stops changing there."""
     from workflow_src.data.corrupt import make_corrupted
-    from workflow_src.train import train
+    from workflow_src.training.train import train
 
     run = _spec(lr_schedule="multistep", lr_milestones=(5,), lr_gamma=1e-300, max_steps=10)
     data = make_corrupted(digits, run.data)
@@ -223,7 +223,7 @@ def test_scheduled_training_uses_the_scheduled_rates(digits):
 
 def test_lbfgs_fits_a_small_training_set_full_batch(digits):
     from workflow_src.data.corrupt import make_corrupted
-    from workflow_src.train import train
+    from workflow_src.training.train import train
 
     run = _spec(optimizer="lbfgs", learning_rate=1.0, batch_size=100, max_steps=200,
                 eval_every=10)
@@ -245,7 +245,7 @@ def test_random_crops_are_crops_of_the_image_and_flips():
 
 
 def test_a_loss_with_weight_decay_for_lbfgs_is_the_l2_penalised_loss():
-    from workflow_src.train import lbfgs_step
+    from workflow_src.training.train import lbfgs_step
     model = torch.nn.Linear(4, 3)
     x, y = torch.randn(8, 4), torch.arange(8) % 3
     optimizer = make_optimizer("lbfgs", model.parameters(), lr=1.0)
@@ -255,7 +255,7 @@ def test_a_loss_with_weight_decay_for_lbfgs_is_the_l2_penalised_loss():
 
 
 def test_stacked_training_refuses_what_it_does_not_implement():
-    from workflow_src.ensemble import stackable
+    from workflow_src.training.ensemble import stackable
     assert stackable(_spec())
     for changes in ({"weight_decay": 1e-4}, {"lr_schedule": "exponential", "lr_decay": 0.9},
                     {"optimizer": "lbfgs"}, {"architecture": "wrn", "batch_norm": True},

@@ -13,10 +13,10 @@ import torch
 from test_shards import members, shard_dir  # noqa: F401 (a fixture)
 
 from workflow_src import integrity, shards
-from workflow_src.ensemble import stackable
-from workflow_src.models import load_model
-from workflow_src.train import train
-from workflow_src.train_shard import train_shard
+from workflow_src.training.ensemble import stackable
+from workflow_src.nets.models import load_model
+from workflow_src.training.train import train
+from workflow_src.jobs.train_shard import train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,7 +1,7 @@
 """Shards: which networks share a job (workflow_src/shards.py), and the jobs themselves:
-training a shard (workflow_src/train_shard.py) gives every member exactly the network it
+training a shard (workflow_src/jobs/train_shard.py) gives every member exactly the network it
 would get alone, reuses intact members, and survives a failing member; measuring a shard
-(workflow_src/measure_shard.py) gives every member exactly its own metrics."""
+(workflow_src/jobs/measure_shard.py) gives every member exactly its own metrics."""
 
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_src import ensemble, integrity, shards
-from workflow_src.adapter import Progress
+from workflow_src import integrity, shards
+from workflow_src.training import ensemble
+from workflow_src.jobs.adapter import Progress
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.integrity import write_store
-from workflow_src.measure_shard import measure_shard
+from workflow_src.jobs.measure_shard import measure_shard
 from workflow_src.metrics.jacobian import pointwise_metrics
 from workflow_src.metrics.per_run import bound_metrics, ellipse_metrics, translation_metrics
-from workflow_src.models import build_model, load_model
+from workflow_src.nets.models import build_model, load_model
 from workflow_src.runtable import DataSpec, RunSpec, build_run_table
-from workflow_src.train import train
-from workflow_src.train_shard import MemberFailed, train_shard
+from workflow_src.training.train import train
+from workflow_src.jobs.train_shard import MemberFailed, train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -197,7 +198,7 @@ def test_intact_members_are_reused_and_damaged_ones_retrained(shard_dir):
 
 
 def test_members_from_other_training_code_or_data_are_retrained(shard_dir, monkeypatch):
-    from workflow_src import train_shard as module
+    from workflow_src.jobs import train_shard as module
 
     results, stores = shard_dir
     runs = members()
@@ -214,7 +215,7 @@ def test_members_from_other_training_code_or_data_are_retrained(shard_dir, monke
 
 
 def test_a_failing_member_does_not_take_its_shard_mates_down(shard_dir, monkeypatch):
-    from workflow_src import train_shard as module
+    from workflow_src.jobs import train_shard as module
 
     results, _ = shard_dir
     runs = members()
@@ -377,7 +378,7 @@ def test_measuring_refuses_a_member_its_shard_record_does_not_vouch_for(shard_di
 # --- progress ---------------------------------------------------------------------------
 
 def test_progress_counts_reused_members_but_times_only_trained_ones(monkeypatch):
-    from workflow_src import adapter
+    from workflow_src.jobs import adapter
 
     # Read at: begin, the reuse line, start (twice), done (twice); in seconds.
     clock = iter([0.0, 0.0, 10.0, 10.0, 40.0, 40.0])

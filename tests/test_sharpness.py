@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from workflow_src.metrics import sharpness as S
-from workflow_src.models import ModelSpec, build_model
+from workflow_src.nets.models import ModelSpec, build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -460,7 +460,7 @@ def test_metrics_with_restarts_are_the_best_over_runs_and_say_by_how_much():
 # --- through the workflow's settings --------------------------------------------------------
 
 def test_measure_shard_passes_restarts_and_flattens_the_status_per_epsilon():
-    from workflow_src import measure_shard
+    from workflow_src.jobs import measure_shard
     from workflow_src.measures import sharpness as declared
 
     model = _trained_net(seed=2, steps=20)

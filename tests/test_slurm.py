@@ -89,7 +89,7 @@ def test_a_cancelled_training_job_saves_its_step_and_resumes(tmp_path):
     network equals one trained without SLURM and without a break."""
     from test_checkpoints import assert_same_files
 
-    from workflow_src.checkpoints import POINTER
+    from workflow_src.training.checkpoints import POINTER
 
     if SKIP_REASON is not None:
         pytest.fail(f"GENSENS_REQUIRE_SLURM=1 but {SKIP_REASON}")

@@ -2,7 +2,7 @@
 workflow, about a minute): which steps a shard's snapshot store measures, for which
 members, from which source (final network, kept checkpoint, training again), the last
 snapshot equal to the final network's metrics, and the study table's membership
-(workflow_src/snapshots.py)."""
+(workflow_src/jobs/snapshots.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_shards import members, shard_dir  # noqa: F401 (a fixture)
 
-from workflow_src.measure_shard import measure_shard
-from workflow_src.snapshots import (kept_checkpoint, measure_snapshots, ordered_metrics,
+from workflow_src.jobs.measure_shard import measure_shard
+from workflow_src.jobs.snapshots import (kept_checkpoint, measure_snapshots, ordered_metrics,
                                     snapshot_table)
-from workflow_src.train_shard import train_shard
+from workflow_src.jobs.train_shard import train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Metrics along training (workflow_src/snapshots.py, rules/snapshots.smk): the network at a
+"""Metrics along training (workflow_src/jobs/snapshots.py, rules/snapshots.smk): the network at a
 step is a kept checkpoint or the member trained again from scratch, bit-identical either
 way; a step beyond the last is the final network; a damaged kept checkpoint is named and
 regenerated; the workflow writes one store per shard, the study's table and figure, the
@@ -17,13 +17,13 @@ import xarray as xr
 from workflow_helpers import TINY_CONFIG, planned_jobs, snakemake
 
 from workflow_src import integrity
-from workflow_src.checkpoints import KEPT, CheckpointStore, checkpoint_path
+from workflow_src.training.checkpoints import KEPT, CheckpointStore, checkpoint_path
 from workflow_src.data.corrupt import make_corrupted
 from workflow_src.nets.checked import load_checked
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.snapshots import kept_checkpoint, regenerate, snapshot_weights
-from workflow_src.train import train
-from workflow_src.train_shard import save_trained
+from workflow_src.jobs.snapshots import kept_checkpoint, regenerate, snapshot_weights
+from workflow_src.training.train import train
+from workflow_src.jobs.train_shard import save_trained
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,13 +14,13 @@ import torch
 from test_checkpoints import InterruptedAt, assert_same_files
 from test_checkpoints import checkpoint_files as files  # noqa: I001 (an alias)
 
-from workflow_src.checkpoints import POINTER, CheckpointStore
+from workflow_src.training.checkpoints import POINTER, CheckpointStore
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.ensemble import train_stacked
+from workflow_src.training.ensemble import train_stacked
 from workflow_src.integrity import write_store
 from workflow_src.runtable import DataSpec, RunSpec
 from workflow_src.paths import shard_record
-from workflow_src.train_shard import stack_checkpoints, train_shard
+from workflow_src.jobs.train_shard import stack_checkpoints, train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -230,7 +230,7 @@ def shard_stores(folder, digits):
 def kill_the_stack_at(monkeypatch, stop_at: int):
     """train_shard's stack 'killed' right after its checkpoint at ``stop_at`` is written
     (members trained one after another checkpoint as usual)."""
-    from workflow_src import train_shard as module
+    from workflow_src.jobs import train_shard as module
     real_save = CheckpointStore.save
 
     def killed(self, step, state):

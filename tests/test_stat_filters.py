@@ -16,7 +16,7 @@ from workflow_src.stats.ellipse_order import _compare as kind_pair
 from workflow_src.stats.granulated import granulated_kendall
 from workflow_src.stats.paired import paired_factor_tests
 from workflow_src.stats.scoring import conditional_mi_score, robust_sign_error
-from workflow_src.train import Checkpoint, stop_status
+from workflow_src.training.train import Checkpoint, stop_status
 
 
 def networks(n: int, **columns) -> pd.DataFrame:

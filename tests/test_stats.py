@@ -29,7 +29,7 @@ from workflow_src.stats import (
     per_point_misclassification,
     summary,
 )
-from workflow_src.train import TrainResult
+from workflow_src.training.train import TrainResult
 
 HYPERPARAMETERS = {
     "dataset": "digits", "corruption": "none", "label_noise": 0.0, "width": 32, "depth": 2,

@@ -29,7 +29,7 @@ from test_checkpoints import (
 from test_stacked_checkpoints import assert_same_stack, spec, stack, store
 from workflow_helpers import REPO
 
-from workflow_src.checkpoints import (
+from workflow_src.training.checkpoints import (
     POINTER,
     CheckpointStore,
     TrainingStopped,
@@ -37,10 +37,10 @@ from workflow_src.checkpoints import (
     stop_requested,
 )
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.ensemble import train_stacked
+from workflow_src.training.ensemble import train_stacked
 from workflow_src.paths import shard_record
-from workflow_src.train import train
-from workflow_src.train_shard import MemberFailed, train_shard
+from workflow_src.training.train import train
+from workflow_src.jobs.train_shard import MemberFailed, train_shard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -144,7 +144,7 @@ def test_a_signalled_shard_job_keeps_its_finished_members_and_resumes_the_one_in
     """SIGTERM while the 2nd of 3 members trains: the job stops (TrainingStopped, not a
     member's failure, and without going on to the 3rd); the re-run reuses the 1st and
     resumes the 2nd from the signal's step."""
-    from workflow_src import train_shard as module
+    from workflow_src.jobs import train_shard as module
 
     runs = shard_members()
     reference, results = tmp_path / "reference", tmp_path / "results"
@@ -177,7 +177,7 @@ def test_a_signalled_shard_job_keeps_its_finished_members_and_resumes_the_one_in
 def test_a_signal_between_members_stops_the_job_before_the_next(tmp_path, digits,
                                                                 monkeypatch):
     """SIGTERM on the 1st member's last step: it is saved, the 2nd never starts."""
-    from workflow_src import train_shard as module
+    from workflow_src.jobs import train_shard as module
 
     runs = shard_members()
     stores = shard_stores(tmp_path, digits)

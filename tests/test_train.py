@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.models import (
+from workflow_src.nets.models import (
     ACTIVATIONS,
     BREAKPOINTS,
     MLP,
@@ -19,7 +19,7 @@ from workflow_src.models import (
     save_model,
 )
 from workflow_src.runtable import DataSpec, RunSpec
-from workflow_src.train import (
+from workflow_src.training.train import (
     EVAL_CHUNK,
     MAX_SHIFT,
     OPTIMIZERS,

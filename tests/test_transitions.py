@@ -15,7 +15,7 @@ from workflow_src.metrics.transitions import (
     sampled_transitions,
     sampled_transitions_polygon,
 )
-from workflow_src.models import BREAKPOINTS, ModelSpec, build_model
+from workflow_src.nets.models import BREAKPOINTS, ModelSpec, build_model
 
 PIECEWISE = ["relu", "relu6", "hard_tanh", "hard_sigmoid"]
 # Weight scale per activation so that random inputs cross every breakpoint often.

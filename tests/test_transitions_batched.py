@@ -18,7 +18,7 @@ from workflow_src.metrics.transitions import (
     exact_transitions_polygons,
     sampled_transitions,
 )
-from workflow_src.models import BREAKPOINTS, ModelSpec, build_model
+from workflow_src.nets.models import BREAKPOINTS, ModelSpec, build_model
 
 DENSE = 2**16  # samples per path for the dense-sampling reference
 

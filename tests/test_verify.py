@@ -14,7 +14,7 @@ import pytest
 from workflow_helpers import TINY_CONFIG, planned_jobs, snakemake
 
 from workflow_src import integrity
-from workflow_src.adapter import TRAIN_SUMMARY_KEYS
+from workflow_src.jobs.adapter import TRAIN_SUMMARY_KEYS
 
 pytestmark = pytest.mark.workflow
 

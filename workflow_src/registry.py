@@ -78,7 +78,7 @@ NEEDS = ("weights", "initial_weights", "training_data", "test_points")
 VARIABLE_KEYS = {"dims", "description", "units", "sign", "converged_by"}
 REGISTRY_KEYS = ("from", "at_most", "hash")  # setting keys that are not JSON schema
 # What every metric's results depend on besides its declared code: the networks themselves.
-COMMON_CODE = ("models", "nets/spec", "cnns", "nets/cnn_codes")
+COMMON_CODE = ("nets/models", "nets/spec", "nets/cnns", "nets/cnn_codes")
 
 
 def declaration_node(path: Path) -> ast.Assign:

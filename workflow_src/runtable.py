@@ -30,7 +30,7 @@ FIXED_SIZE = ("alexnet_small", "inception_small")
 FIXED_BATCH_NORM = {"mlp": False, "alexnet_small": False, "wrn": True}
 FULL_BATCH_OPTIMIZERS = ("gd", "lbfgs")
 LR_SCHEDULES = ("constant", "exponential", "multistep")
-# The training losses (workflow_src/losses.py). The grid axis is ``loss_function`` (the
+# The training losses (workflow_src/nets/losses.py). The grid axis is ``loss_function`` (the
 # RunSpec field ``loss``): the metrics store already has a per-point variable ``loss``.
 LOSSES = ("cross_entropy", "squared")
 MOMENTUM_DEFAULT = 0.9  # the momentum optimizer's coefficient unless the grid sets one

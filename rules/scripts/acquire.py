@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.jobs.adapter import logged  # noqa: E402
 from workflow_src.data.acquire import acquire, to_xarray  # noqa: E402
 from workflow_src.integrity import write_store  # noqa: E402
 

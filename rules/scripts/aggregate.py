@@ -3,8 +3,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import code_version, logged  # noqa: E402
-from workflow_src.aggregate import build_metrics  # noqa: E402
+from workflow_src.jobs.adapter import code_version, logged  # noqa: E402
+from workflow_src.jobs.aggregate import build_metrics  # noqa: E402
 from workflow_src.integrity import open_store, read_all, read_record  # noqa: E402
 from workflow_src.integrity import write_store  # noqa: E402
 from workflow_src.registry import use_custom  # noqa: E402

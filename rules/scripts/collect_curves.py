@@ -3,9 +3,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.collect import learning_curves  # noqa: E402
+from workflow_src.jobs.adapter import logged  # noqa: E402
+from workflow_src.jobs.collect import learning_curves  # noqa: E402
 from workflow_src.integrity import read_all, read_csv, read_record, seal_job  # noqa: E402
+from workflow_src.paths import curve_file, results_of_shard_record, run_record  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
@@ -16,9 +17,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     members = {run_id: summary for record in records
                for run_id, summary in record["members"].items()}
     summaries = [members[run_id] for run_id in sm.params.runs]
-    results = Path(sm.input.records[0]).parents[2]  # results/shards/<shard>/train.json
-    folders = [results / "runs" / run_id for run_id in sm.params.runs]
-    curves = read_all([(read_csv, f / "curve.csv", f / "train.json") for f in folders])
+    results = results_of_shard_record(sm.input.records[0])
+    curves = read_all([(read_csv, curve_file(results, run_id), run_record(results, run_id))
+                       for run_id in sm.params.runs])
     table = learning_curves(sm.params.runs, curves, summaries)
     table.to_csv(sm.output.curves, index=False)
     log(f"{len(table)} evaluations of {table['run_id'].nunique()} runs")

@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (sna
 import pandas as pd  # noqa: E402
 
 from workflow_src import stats  # noqa: E402
-from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.jobs.adapter import logged  # noqa: E402
 from workflow_src.integrity import open_store, seal_job  # noqa: E402
 from workflow_src.stats.tables import point_indicators  # noqa: E402
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import logged, shard_job  # noqa: E402
+from workflow_src.jobs.adapter import logged, shard_job  # noqa: E402
 from workflow_src.integrity import seal_job  # noqa: E402
 from workflow_src.metrics.interpolation import pair_table  # noqa: E402
 

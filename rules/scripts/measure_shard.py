@@ -4,10 +4,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import logged  # noqa: E402
-from workflow_src.measure_shard import measure_job  # noqa: E402
+from workflow_src.jobs.adapter import logged  # noqa: E402
+from workflow_src.jobs.measure_shard import measure_job  # noqa: E402
 from workflow_src.registry import use_custom  # noqa: E402
 from workflow_src.runtable import RunSpec  # noqa: E402
+from workflow_src.paths import results_of_shard_record  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821
@@ -15,7 +16,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
     runs = [RunSpec.from_dict(raw) for raw in sm.params.runs]
     data_stores = {key.removeprefix("data_"): path for key, path in sm.input.items()
                    if key.startswith("data_")}
-    results = Path(sm.input.record).parents[2]  # results/shards/<shard>/train.json
+    results = results_of_shard_record(sm.input.record)
     log(f"shard {sm.wildcards.shard}: {len(runs)} networks, metrics {list(sm.params.metrics)}")
     record = measure_job(sm.params.metrics, sm.params.stores, sm.wildcards.shard, runs,
                          data_stores, results, sm.config["training"]["device"], sm.threads,

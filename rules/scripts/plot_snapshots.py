@@ -4,11 +4,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.jobs.adapter import logged  # noqa: E402
 from workflow_src.figures.catalogue import StudyData  # noqa: E402
 from workflow_src.figures.job import draw_figures  # noqa: E402
 from workflow_src.integrity import open_store, read_all, seal_job  # noqa: E402
-from workflow_src.snapshots import indicator_columns, snapshot_table  # noqa: E402
+from workflow_src.jobs.snapshots import indicator_columns, snapshot_table  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821

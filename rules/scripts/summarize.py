@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
 from workflow_src import stats  # noqa: E402
-from workflow_src.adapter import logged  # noqa: E402
+from workflow_src.jobs.adapter import logged  # noqa: E402
 from workflow_src.integrity import open_store, read_all, read_csv, seal_job  # noqa: E402
 
 with logged(snakemake.log[0]) as log:  # noqa: F821

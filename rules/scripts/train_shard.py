@@ -3,9 +3,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # noqa: F821 (snakemake)
-from workflow_src.adapter import logged, shard_job  # noqa: E402
-from workflow_src.checkpoints import TrainingStopped, stop_on_signals  # noqa: E402
-from workflow_src.train_shard import train_shard  # noqa: E402
+from workflow_src.jobs.adapter import logged, shard_job  # noqa: E402
+from workflow_src.training.checkpoints import TrainingStopped, stop_on_signals  # noqa: E402
+from workflow_src.jobs.train_shard import train_shard  # noqa: E402
+from workflow_src.paths import results_of_shard_record  # noqa: E402
 
 # SIGTERM (SLURM's time limit, scancel) or SIGINT: the network in training saves a
 # checkpoint of its current step and the job exits 128 + the signal's number.
@@ -15,7 +16,7 @@ with logged(snakemake.log[0]) as log, stop_on_signals():  # noqa: F821
     shard = sm.wildcards.shard
     log(f"shard {shard}: {len(runs)} networks on {device}"
         f"{', stacked' if sm.params.stack else ', one after another'}")
-    results = Path(sm.output.record).parents[2]  # results/shards/<shard>/train.json
+    results = results_of_shard_record(sm.output.record)
     # Read from the config, not params: checkpoint settings must not re-run finished jobs.
     training = sm.config["training"]
     try:

@@ -99,7 +99,7 @@ def _loss_bounds(data: StudyData, o: dict):
 
 
 def _snapshots(data: StudyData, o: dict):
-    from ..snapshots import indicator_columns
+    from ..jobs.snapshots import indicator_columns
 
     table = data.snapshots
     return snapshots.snapshots_chart(table, indicator_columns(table), list(HYPERPARAMETERS),

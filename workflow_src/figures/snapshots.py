@@ -1,5 +1,5 @@
 """Metrics along training (measure.snapshots): each indicator of the snapshot table
-(``tables/snapshots.csv``, workflow_src/snapshots.py) against the training step.
+(``tables/snapshots.csv``, workflow_src/jobs/snapshots.py) against the training step.
 
 One panel per indicator (each with its own y axis), then the snapshot's training and test
 accuracy; x is the step the network was at (log scale), one line per network coloured by

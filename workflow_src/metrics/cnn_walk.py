@@ -3,7 +3,7 @@
 The CNN twin of ``exact_transitions_polygons`` (mlp_walk_batched.py). It applies to networks
 whose every nonlinearity is piecewise linear: a ReLU-family activation (relu, relu6, hard_tanh,
 hard_sigmoid) and max-pooling, with batch norm in eval mode (a fixed affine map), i.e.
-``inception_small`` (with or without batch norm) and ``wrn`` of workflow_src/cnns.py. Such a
+``inception_small`` (with or without batch norm) and ``wrn`` of workflow_src/nets/cnns.py. Such a
 network is affine on each region of constant code (``activation_codes`` of
 workflow_src/nets/cnn_codes.py: every activation unit's piece, every max-pool output's argmax
 in its window), so along a segment x(t) = a + t (b - a), t in [0, 1], every pre-activation

@@ -150,7 +150,7 @@ def pair_table(pairs, runs: dict, data_stores: dict, records, results, settings:
     from .. import integrity
     from ..runtable import HYPERPARAMETERS
     from ..nets.checked import load_checked
-    from ..paths import run_folder
+    from ..paths import model_file, run_record
 
     listed = set()
     for record in integrity.read_all([(integrity.read_record, path, ("members",))
@@ -169,9 +169,9 @@ def pair_table(pairs, runs: dict, data_stores: dict, records, results, settings:
         data = datas[small.data.id]
         models, summaries = [], []
         for run_id in (small_id, large_id):
-            folder = run_folder(results, run_id)
-            models.append(load_checked(folder / "model.pt", folder / "train.json", device))
-            summaries.append(integrity.read_record(folder / "train.json", ("status",)))
+            record = run_record(results, run_id)
+            models.append(load_checked(model_file(results, run_id), record, device))
+            summaries.append(integrity.read_record(record, ("status",)))
         table = interpolate(*models, data["x_train"].values, data["y_train"].values,
                             data["x_test"].values, data["y_test"].values, alphas, chunk_size)
         shared = {name: value for name, value in small.hyperparameters().items()

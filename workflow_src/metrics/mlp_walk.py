@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models import MLP
+from ..nets.models import MLP
 from ..nets.spec import breakpoints
 
 # A pre-activation within ATOL * (1 + |p|) of breakpoint p counts as lying on it.

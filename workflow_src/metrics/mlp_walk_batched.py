@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from ..models import MLP
+from ..nets.models import MLP
 from .mlp_walk import ATOL, DERIV_RTOL, SAME_ANGLE, SAME_VERTEX, WalkResult, Walker
 
 

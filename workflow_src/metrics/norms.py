@@ -60,7 +60,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ..models import MLP
+from ..nets.models import MLP
 
 PERCENTILE = 10
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..models import BREAKPOINTS, MLP, is_mlp
+from ..nets.models import BREAKPOINTS, MLP, is_mlp
 from . import bounds
 from .cnn_walk import exact_transitions_cnn_polygons, walk_problem
 from .jacobian import jacobian_norms, true_class_jacobian_norm

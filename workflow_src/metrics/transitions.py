@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..models import MLP
+from ..nets.models import MLP
 from ..nets.spec import breakpoints
 from .mlp_walk import WalkResult, Walker, exact_transitions_ellipse, exact_transitions_polygon
 from .mlp_walk_batched import exact_transitions_ellipses, exact_transitions_polygons

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import integrity
-from ..models import load_model
+from .models import load_model
 
 
 def load_checked(path, record, device="cpu"):

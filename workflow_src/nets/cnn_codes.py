@@ -1,4 +1,4 @@
-"""Activation codes of the convolutional networks (workflow_src/cnns.py).
+"""Activation codes of the convolutional networks (workflow_src/nets/cnns.py).
 
 Novak et al. 2018's code c(x) (arXiv 1802.08760, §3.2) generalised to CNNs. For every unit
 of every activation layer (each channel and spatial position) the number of

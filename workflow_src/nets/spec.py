@@ -3,8 +3,8 @@
 Every activation is PyTorch's own definition. ``BREAKPOINTS`` lists where each
 piecewise-linear activation changes its linear piece; the transition metrics (Novak et al.
 2018, arXiv 1802.08760, §3.2) use them to define a unit's activation code. ``tanh`` is smooth
-and has none. The MLP (workflow_src/models.py) and the CNNs (workflow_src/cnns.py) are both
-built from a ``ModelSpec``.
+and has none. The MLP (nets/models.py) and the CNNs (nets/cnns.py) are both built from a
+``ModelSpec``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class ModelSpec:
     depth: int  # number of hidden layers
     activation: str
     bias: bool = True
-    # The convolutional networks of workflow_src/cnns.py; "mlp" is the MLP of models.py, for
+    # The convolutional networks of workflow_src/nets/cnns.py; "mlp" is the MLP of models.py, for
     # which batch_norm is always False. For "wrn", width is the widen factor k and depth the
     # WRN depth 6n + 4; alexnet_small and inception_small have their published sizes and
     # width = depth = 0.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .runtable import HYPERPARAMETERS
+from ..runtable import HYPERPARAMETERS
 
 CURVE_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "seconds"]
 

@@ -37,9 +37,9 @@ import xarray as xr
 
 from .augmentation import apply_augmentation, draw_augmentation
 from .checkpoints import CheckpointStore, stop_requested
-from .losses import per_point_loss
-from .models import MLP, build_model
-from .runtable import RunSpec
+from ..nets.losses import per_point_loss
+from ..nets.models import MLP, build_model
+from ..runtable import RunSpec
 from .stacked import (  # noqa: F401 (StackedOptimizer, stack_parameters: re-exported)
     OPTIMIZER_SLOTS, STACKABLE_OPTIMIZERS, StackedOptimizer, stack_parameters, stacked_forward)
 from .train import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .models import ACTIVATIONS, MLP, ModelSpec
+from ..nets.models import ACTIVATIONS, MLP, ModelSpec
 
 STACKABLE_OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "gd")
 # The state slots each update rule keeps per parameter (StackedOptimizer.state's keys).

@@ -14,8 +14,8 @@ import json
 import numpy as np
 import xarray as xr
 
-from . import registry
-from .runtable import HYPERPARAMETERS, stable_hash
+from .. import registry
+from ..runtable import HYPERPARAMETERS, stable_hash
 
 PER_RUN = ("train_acc", "test_acc", "gap", "steps", "status", "fit_step")
 # Units of the per-network training results; every metric variable's units, its expected

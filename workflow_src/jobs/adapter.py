@@ -8,7 +8,7 @@ import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 # A network's record (results/runs/<run_id>/train.json, written by its shard's train job)
 # vouches for model.pt and curve.csv beside it; readers need these keys of it.
@@ -29,7 +29,7 @@ def logged(path: str):
 
 def code_version() -> str:
     """Package version plus the git commit of the checkout (and '-dirty' if it has edits)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
@@ -48,8 +48,8 @@ def shard_job(job):
     Sets torch's thread count to the job's threads."""
     import torch
 
-    from .runtable import RunSpec
-    from .train import resolve_device
+    from ..runtable import RunSpec
+    from ..training.train import resolve_device
 
     torch.set_num_threads(job.threads)
     runs = [RunSpec.from_dict(raw) for raw in job.params.runs]

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import torch
 
-from . import integrity
+from .. import integrity
 
 FORMAT = 1  # bump when the content of a checkpoint changes meaning
 POINTER = "checkpoint.json"

@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import integrity, registry
+from .. import integrity, registry
 from .adapter import Progress
-from .paths import measure_record, run_folder, shard_record
+from ..paths import MODEL_FILE, measure_record, model_file, run_record, shard_record
 
 DATA_ATTRS = ("dataset", "source", "source_sha256")
 STORE_FORMAT = 1  # raise to re-measure every store (a change of how stores are built)
@@ -103,7 +103,7 @@ class MemberJob:
 
     def initial_model(self, model):
         """The member's initial weights: training starts from build_model(spec, run seed)."""
-        from .models import build_model
+        from ..nets.models import build_model
 
         return build_model(model.spec, self.run.seed, self.device).eval()
 
@@ -179,16 +179,15 @@ def measure_metric(name: str, settings: dict, shard: str, runs: list, datas: dic
     metric -> the shard's store of each metric it reads."""
     per_member = []
     for i, run in enumerate(runs):
-        folder = run_folder(results, run.id)
         label = f"{name} of run {run.id}"
         progress.start(f"{label}: start")
         job = MemberJob(device, chunk_size, progress.prefixed(label))
         job.run = run
         job.measured = {need: needed[need].isel(run=i) for need in needed}
         begin = time.perf_counter()
-        from .nets.checked import load_checked
+        from ..nets.checked import load_checked
 
-        model = load_checked(folder / "model.pt", folder / "train.json", device)
+        model = load_checked(model_file(results, run.id), run_record(results, run.id), device)
         try:
             per_member.append(measure_member(name, model, datas[run.data.id], settings, job))
         except Exception as err:
@@ -253,8 +252,8 @@ def members_of(runs: list, results, data_stores: dict) -> list[list[str]]:
     digests = {data_id: data_sha(path) for data_id, path in data_stores.items()}
     members = []
     for run in runs:
-        record = json.loads((run_folder(results, run.id) / "train.json").read_text())
-        members.append([run.id, record[integrity.CONTENTS]["model.pt"]["sha256"],
+        record = json.loads(run_record(results, run.id).read_text())
+        members.append([run.id, record[integrity.CONTENTS][MODEL_FILE]["sha256"],
                         digests[run.data.id]])
     return members
 
@@ -336,7 +335,7 @@ def _measure_todo(todo, metrics, stores, wanted, shard, runs, data_stores, resul
     it failed, for those that did (and those that need one that did)."""
     import torch
 
-    from .train import resolve_device
+    from ..training.train import resolve_device
 
     torch.set_num_threads(threads)
     device = resolve_device(device)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .runtable import LOSSES
+from ..runtable import LOSSES
 
 __all__ = ["LOSSES", "per_point_loss", "batch_loss", "LOSS_UNITS"]
 

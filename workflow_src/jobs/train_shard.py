@@ -16,7 +16,7 @@ A failing member (an exception, not divergence, which is a result) is logged and
 go on; the job fails at the end and names it, and what its shard-mates computed is kept
 for the next run.
 
-Members trained one after another save checkpoints (workflow_src/checkpoints.py) in their
+Members trained one after another save checkpoints (workflow_src/training/checkpoints.py) in their
 folder every ``checkpoint_every`` steps, so a job that is killed or fails resumes the member
 it was training from its last checkpoint (and reuses the members it had finished). A
 checkpoint names the network it belongs to: the run id, ``code_sha``, ``data_sha``, the
@@ -51,22 +51,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import integrity
+from .. import integrity
 from .adapter import TRAIN_SUMMARY_KEYS, Progress, code_version
-from .checkpoints import CheckpointStore, raise_if_stop_requested
-from .ensemble import stackable, train_stacked
-from .models import save_model
-from .paths import run_folder, shard_record
-from .runtable import RunSpec
-from .train import train
+from ..training.checkpoints import CheckpointStore, raise_if_stop_requested
+from ..training.ensemble import stackable, train_stacked
+from ..nets.models import save_model
+from ..paths import CURVE_FILE, MODEL_FILE, RUN_RECORD, run_folder, run_record, shard_record
+from ..runtable import RunSpec
+from ..training.train import train
 
 # The modules whose code determines a trained network (and so whether one can be reused):
-# every network's, plus cnns.py and nets/cnn_codes.py for the convolutional ones. An MLP's
+# every network's, plus nets/cnns.py and nets/cnn_codes.py for the convolutional ones. An MLP's
 # hash leaves those out, so that editing the CNNs retrains no MLP. Paths are relative to
 # workflow_src/ (the same on every platform: a hash input).
-TRAINING_CODE = ("train.py", "models.py", "nets/spec.py", "runtable.py", "ensemble.py",
-                 "losses.py", "augmentation.py", "stacked.py")
-CNN_CODE = ("cnns.py", "nets/cnn_codes.py")
+TRAINING_CODE = ("training/train.py", "nets/models.py", "nets/spec.py", "runtable.py",
+                 "training/ensemble.py", "nets/losses.py", "training/augmentation.py",
+                 "training/stacked.py")
+CNN_CODE = ("nets/cnns.py", "nets/cnn_codes.py")
 # Keys of a member's summary the shard record repeats, so aggregate reads one file a shard.
 SHARD_SUMMARY_KEYS = (*TRAIN_SUMMARY_KEYS, "fit_step", "train_correct", "n_train",
                       "test_correct", "n_test")
@@ -88,7 +89,7 @@ def training_code_sha(architecture: str = "mlp") -> str:
     """SHA-256 (first 16 hex digits) of the source that trains an ``architecture`` network:
     TRAINING_CODE, and CNN_CODE for every architecture but the MLP."""
     sha = hashlib.sha256()
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # workflow_src/
     for name in TRAINING_CODE + (() if architecture == "mlp" else CNN_CODE):
         sha.update(name.encode() + b"\0" + (package / name).read_bytes())
     return sha.hexdigest()[:16]
@@ -103,7 +104,7 @@ def reusable_summary(run: RunSpec, folder: Path, code_sha: str, data: str
                      ) -> tuple[dict | None, str]:
     """(the member's summary, "") if its files are intact and come from this training code
     and this dataset; else (None, why it must be trained)."""
-    record = folder / "train.json"
+    record = folder / RUN_RECORD
     if not record.exists():
         return None, "not trained yet"
     try:  # checks the record and every file it vouches for, once
@@ -123,9 +124,9 @@ def save_trained(run: RunSpec, model, result, folder: Path, device, code_sha: st
                  data: str) -> dict:
     """Write one network's model.pt and curve.csv, then the train.json that vouches for them."""
     folder.mkdir(parents=True, exist_ok=True)
-    integrity.remove(folder / "train.json")  # a stale record must never vouch for new files
-    save_model(model, folder / "model.pt")
-    pd.DataFrame(result.curve).to_csv(folder / "curve.csv", index=False)
+    integrity.remove(folder / RUN_RECORD)  # a stale record must never vouch for new files
+    save_model(model, folder / MODEL_FILE)
+    pd.DataFrame(result.curve).to_csv(folder / CURVE_FILE, index=False)
     summary = {
         "run_id": run.id, "status": result.status, "steps": result.steps,
         # The first evaluation after an update at which the training accuracy reached the
@@ -141,8 +142,8 @@ def save_trained(run: RunSpec, model, result, folder: Path, device, code_sha: st
         "torch": torch.__version__, "code_version": code_version(), "code_sha": code_sha,
         "data_sha": data,
     }
-    integrity.seal_record(folder / "train.json", summary,
-                          [folder / "model.pt", folder / "curve.csv"])
+    integrity.seal_record(folder / RUN_RECORD, summary,
+                          [folder / MODEL_FILE, folder / CURVE_FILE])
     return summary
 
 
@@ -286,4 +287,4 @@ def seal_shard(shard: str, runs: list[RunSpec], summaries: dict[str, dict], resu
                for run in runs}
     integrity.seal_record(path, {"shard": shard, "members": members,
                                  "code_version": code_version()},
-                          [run_folder(results, run.id) / "train.json" for run in runs])
+                          [run_record(results, run.id) for run in runs])

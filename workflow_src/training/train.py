@@ -9,7 +9,7 @@ order at every step. A network that misses the target accuracy is kept and marke
 fixed-budget network ends ``converged`` if its final training accuracy reaches the target,
 else ``unconverged``; either way ``fit_step`` is the first evaluation after an update at
 which the training accuracy reached the target (None: never). The loss is the run's
-(``RunSpec.loss``, workflow_src/losses.py); the curve's losses are that loss.
+(``RunSpec.loss``, workflow_src/nets/losses.py); the curve's losses are that loss.
 
 Accuracies and the gap come from integer counts, so two networks with equal counts get
 bit-equal numbers (Kendall's tau must see a tie as a tie). The network takes the dtype of
@@ -31,9 +31,9 @@ from torch import nn
 from .augmentation import (  # noqa: F401 (augment, random_crops, MAX_SHIFT: re-exported)
     CROP, MAX_SHIFT, apply_augmentation, augment, augment_batch, draw_augmentation, random_crops)
 from .checkpoints import CheckpointStore, stop_requested
-from .losses import batch_loss, per_point_loss
-from .models import ModelSpec, build_model
-from .runtable import RunSpec
+from ..nets.losses import batch_loss, per_point_loss
+from ..nets.models import ModelSpec, build_model
+from ..runtable import RunSpec
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "gd", "lbfgs")
 LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps
@@ -188,7 +188,7 @@ def train(run: RunSpec, data: xr.Dataset, device: torch.device, log=print,
     """Train the network of ``run`` on ``data`` (a corrupted dataset from stage 2).
 
     checkpoints: where to save the loop's state at the steps it says are due, and to resume
-    from if it holds this network's latest one (workflow_src/checkpoints.py). A resumed run
+    from if it holds this network's latest one (workflow_src/training/checkpoints.py). A resumed run
     gives exactly the weights, curve and result of an uninterrupted one; its ``seconds``
     count the time of the runs that reached the checkpoint plus the resumed run's.
     """

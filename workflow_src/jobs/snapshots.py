@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import registry
+from .. import registry
 from .aggregate import expected_sign
-from .runtable import HYPERPARAMETERS
+from ..runtable import HYPERPARAMETERS
 
 # The metrics a snapshot can measure (those that declare snapshots: true), in the order they
 # are measured (the bounds read the Jacobian measured before them). The walks (translation,
@@ -96,7 +96,7 @@ def regenerate(run, data, steps, device, log=print) -> dict[int, dict]:
     """step -> the member's weights (a CPU state dict) after each of ``steps``, by training
     it again from scratch up to the largest (see the module doc). Every step must lie at or
     before the member's final step."""
-    from .train import train
+    from ..training.train import train
 
     steps = sorted({int(s) for s in steps})
     if not steps:
@@ -122,8 +122,8 @@ def kept_checkpoint(folder: Path, step: int, summary: dict, log=print) -> dict |
     training code; else None (with a log line naming the problem, unless there is none)."""
     import torch
 
-    from . import integrity
-    from .checkpoints import KEPT, checkpoint_path
+    from .. import integrity
+    from ..training.checkpoints import KEPT, checkpoint_path
 
     folder = Path(folder)
     path, record_path = checkpoint_path(folder, step), folder / KEPT
@@ -185,8 +185,8 @@ def network_from(weights: dict, final_model, run, data, device):
     """The network with ``weights`` (None: ``final_model`` itself), in eval mode."""
     if weights is None:
         return final_model
-    from .models import build_model
-    from .train import model_spec_for
+    from ..nets.models import build_model
+    from ..training.train import model_spec_for
 
     model = build_model(model_spec_for(run, data), run.seed, device)
     model.load_state_dict(weights)
@@ -203,12 +203,12 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
     training and test accuracy and training loss (train.evaluate, as the learning curve)."""
     import torch
 
-    from . import integrity
+    from .. import integrity
     from .adapter import TRAIN_SUMMARY_KEYS, Progress
     from .measure_shard import MemberJob, copy_for, measure_member
-    from .train import evaluate
-    from .nets.checked import load_checked
-    from .paths import run_folder, shard_record
+    from ..training.train import evaluate
+    from ..nets.checked import load_checked
+    from ..paths import model_file, run_folder, run_record, shard_record
 
     order = ordered_metrics(metrics)
     steps = sorted({int(s) for s in steps})
@@ -223,17 +223,18 @@ def measure_snapshots(steps, metrics: dict[str, dict], shard: str, runs: list, d
     members = []
     for run in runs:
         progress.start(f"run {run.id}: steps {steps}")
-        folder = run_folder(results, run.id)
-        summary = integrity.read_record(folder / "train.json", TRAIN_SUMMARY_KEYS)
+        summary = integrity.read_record(run_record(results, run.id), TRAIN_SUMMARY_KEYS)
         data = datas[run.data.id]
-        final_model = load_checked(folder / "model.pt", folder / "train.json", device)
+        final_model = load_checked(model_file(results, run.id), run_record(results, run.id),
+                                   device)
         x_train = torch.as_tensor(data["x_train"].values, device=device)
         y_train = torch.as_tensor(data["y_train"].values, device=device)
         x_test = torch.as_tensor(data["x_test"].values, device=device)
         y_test = torch.as_tensor(data["y_test"].values, device=device)
         snapshots = []
         for step, (weights, used, source) in snapshot_weights(
-                run, data, steps, summary, folder, device, progress.prefixed(f"run {run.id}")
+                run, data, steps, summary, run_folder(results, run.id), device,
+                progress.prefixed(f"run {run.id}")
         ).items():
             model = network_from(weights, final_model, run, data, device)
             job.run, job.measured = run, {}

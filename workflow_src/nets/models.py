@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .cnns import CNN_ARCHITECTURES
-from .nets.spec import ACTIVATIONS, BREAKPOINTS, ModelSpec
+from .spec import ACTIVATIONS, BREAKPOINTS, ModelSpec
 
 __all__ = ["ACTIVATIONS", "BREAKPOINTS", "MLP", "ModelSpec", "build_model", "is_mlp",
            "load_model", "network_class", "save_model"]
