@@ -124,6 +124,14 @@ def measure_minutes(wildcards, attempt):
     return attempt * (10 + math.ceil(3 * seconds / 60))
 
 
+def shard_priority(wildcards):
+    """The scheduling priority of a shard's train and measure jobs: its members' hidden
+    units (width x depth), a proxy for both jobs' time. Snakemake starts ready jobs of higher
+    priority first, so the shard of the largest networks trains first and its measuring job,
+    the study's longest, starts as early as it can instead of last."""
+    return sum(RUNS[run_id].width * RUNS[run_id].depth for run_id in SHARDS[wildcards.shard])
+
+
 def shard_inputs(wildcards):
     """What a measuring job reads: the shard's record (which vouches for every member's
     train.json, and each of those for its model.pt) and the members' datasets."""

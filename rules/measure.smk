@@ -23,6 +23,7 @@ rule measure:
     log:
         "results/logs/measure/{shard}.log",
     threads: config["training"]["threads"]
+    priority: shard_priority
     resources:
         gpu=GPU,
         runtime=measure_minutes,

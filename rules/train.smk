@@ -21,6 +21,7 @@ rule train:
     log:
         "results/logs/train/{shard}.log",
     threads: config["training"]["threads"]
+    priority: shard_priority  # the largest networks first (rules/common.smk)
     resources:
         gpu=GPU,
     conda:
