@@ -21,9 +21,9 @@ rule keskar_interpolation:
         records=[shard_record(shard) for shard in shards_of(KESKAR_RUNS, SHARDS)],
         **{f"data_{data_id}": dataset_store(data_id)
            for data_id in sorted({RUNS[run_id].data.id for run_id in KESKAR_RUNS})},
-        code=package_files("metrics/interpolation", "metrics/jacobian", "nets/models", "nets/spec",
-                           "nets/cnns", "nets/cnn_codes", "nets/checked", "integrity", "paths",
-                           "runtable"),
+        code=package_files("metrics/interpolation", "metrics/jacobian", "nets/models",
+                           "nets/spec", "nets/cnns", "nets/cnn_codes", "nets/checked",
+                           "integrity", "paths", "runtable"),
     params:
         pairs=[list(pair) for pair in KESKAR_PAIRS],
         runs=[RUNS[run_id].to_dict() for run_id in KESKAR_RUNS],

@@ -58,7 +58,8 @@ rule plot_snapshots:
     input:
         stores=[SNAPSHOT_STORE.format(shard=shard) for shard in SHARDS],
         code=package_files("jobs/snapshots", "jobs/aggregate", "registry", "integrity",
-                           "figures/common", "figures/theme", "figures/studies", "figures/snapshots",
+                           "figures/common", "figures/theme", "figures/studies",
+                           "figures/snapshots",
                            "figures/conditioning", "stats/conditioning",
                            "figures/implicit_bias"),
     params:
