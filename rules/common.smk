@@ -4,7 +4,7 @@ import shutil
 
 from workflow_src import paths, registry
 from workflow_src.config import ConfigError
-from workflow_src.figures.common import outputs as figure_files
+from workflow_src.figures.output import outputs as figure_files  # no altair at start-up
 from workflow_src.runtable import build_run_table
 from workflow_src.shards import plan_shards
 

@@ -20,8 +20,8 @@ from workflow_helpers import TINY_CONFIG
 from workflow_src import registry
 from workflow_src.config import ConfigError, validate_config
 from workflow_src.jobs.measure_shard import MemberJob, measure_member
-from workflow_src.metrics.conditioning import (conditioning, float64_copy, loss_and_residual,
-                                               tangent_kernel)
+from workflow_src.metrics.conditioning import conditioning, loss_and_residual, tangent_kernel
+from workflow_src.nets.models import float64_copy
 from workflow_src.nets.models import ModelSpec, build_model
 
 N_CLASSES = 3

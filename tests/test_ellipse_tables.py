@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from workflow_src.figures.sensitivity import ellipse_summary_table
+from workflow_src.stats.tables import ellipse_summary_table
 from workflow_src.stats.ellipse_order import kind_ordering
 
 # Not kind-major on purpose: a table that assumes an order of kinds mislabels them.

@@ -3,14 +3,11 @@ float64 on small digits networks."""
 
 import pytest
 import torch
+from training_helpers import assert_trained_alike
 
 from workflow_src.data.corrupt import make_corrupted
-from workflow_src.training.ensemble import (
-    STACKABLE_OPTIMIZERS,
-    StackedOptimizer,
-    check_stackable,
-    train_stacked,
-)
+from workflow_src.training.ensemble import STACKABLE_OPTIMIZERS, check_stackable, train_stacked
+from workflow_src.training.stacked import StackedOptimizer
 from workflow_src.runtable import DataSpec, RunSpec
 from workflow_src.training.train import make_optimizer, train
 
@@ -106,21 +103,7 @@ def test_stacked_members_train_exactly_as_alone(digits, optimizer, augment):
     statuses = [result.status for _, result in alone]
     assert statuses[0] == "converged" and alone[0][1].steps < runs[0].max_steps
     assert statuses[1] == "unconverged" and statuses[2] == "diverged"
-    for k, ((model, result), (model_ref, ref)) in enumerate(zip(stacked, alone)):
-        where = f"member {k} ({ref.status})"
-        assert (result.status, result.steps) == (ref.status, ref.steps), where
-        assert (result.train_correct, result.test_correct) == (ref.train_correct,
-                                                               ref.test_correct), where
-        assert [p["step"] for p in result.curve] == [p["step"] for p in ref.curve], where
-        for got, want in zip(result.curve, ref.curve):
-            assert (got["train_acc"], got["test_acc"]) == (want["train_acc"],
-                                                           want["test_acc"]), where
-            assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-10,
-                                                      nan_ok=True), where
-        for name, value in model_ref.state_dict().items():
-            assert model.state_dict()[name].dtype == torch.float64
-            torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-10,
-                                       atol=1e-10, msg=f"{where}: {name}")
+    assert_trained_alike(stacked, alone)
 
 
 def test_unstackable_runs_are_refused_naming_the_setting(digits):

@@ -17,7 +17,8 @@ from workflow_helpers import REPO
 
 from workflow_src.config import ConfigError, load_study, validate_config
 from workflow_src.runtable import DataSpec, RunSpec, build_run_table
-from workflow_src.training.train import learning_rate_at, make_optimizer, random_crops, run_optimizer
+from workflow_src.training.augmentation import random_crops
+from workflow_src.training.train import learning_rate_at, make_optimizer, run_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,12 +19,11 @@ from workflow_src.nets.models import (
     save_model,
 )
 from workflow_src.runtable import DataSpec, RunSpec
+from workflow_src.training.augmentation import MAX_SHIFT, augment
 from workflow_src.training.train import (
     EVAL_CHUNK,
-    MAX_SHIFT,
     OPTIMIZERS,
     TrainResult,
-    augment,
     evaluate,
     make_optimizer,
     train,

@@ -17,8 +17,6 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from .output import FORMATS, outputs, save  # noqa: F401 (the rules' and scripts' names)
-
 MAX_POINTS = 300  # points of one panel drawn one by one; beyond: density + seeded sample
 MAX_LINES = 60  # lines of one panel drawn one by one; beyond: median, band + seeded sample
 SAMPLE_LINES = 12  # lines drawn over the band

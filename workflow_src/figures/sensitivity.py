@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..stats.tables import converged_runs, ellipse_summary_table  # noqa: F401 (its home)
+from ..stats.tables import converged_runs
 from .common import MAX_POINTS, log_scale, panels, scatter, tooltips
 
 # Axis titles are plain text, and Unicode has no subscript F: the norm is named in words.

@@ -90,6 +90,7 @@ def implicit_bias(model, x, y, svm_C: float = 1e3) -> dict:
     import torch
 
     from ..metrics.implicit_bias import angle, point_margins, svm_direction
+    from ..nets.models import float64_copy
 
     if getattr(getattr(model, "spec", None), "architecture", None) != "mlp":
         raise ValueError(f"implicit_bias needs a fully connected network (architecture mlp): "
@@ -99,7 +100,7 @@ def implicit_bias(model, x, y, svm_C: float = 1e3) -> dict:
     with torch.no_grad():
         params = [p.detach().to(torch.float64) for p in model.parameters()]
         norm = float(torch.sqrt(sum((p ** 2).sum() for p in params)))
-        model64 = _float64_copy(model)
+        model64 = float64_copy(model)
         logits = model64(x.to(torch.float64)).cpu().numpy()
     labels = y.cpu().numpy().astype(np.int64)
     margins = point_margins(logits, labels)
@@ -122,12 +123,6 @@ def implicit_bias(model, x, y, svm_C: float = 1e3) -> dict:
         if separable:
             out["svm_angle"] = angle(weights, svm["weights"])
     return out
-
-
-def _float64_copy(model):
-    import copy
-
-    return copy.deepcopy(model).double().eval()
 
 
 def measure(model, data, settings, job):

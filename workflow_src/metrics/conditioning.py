@@ -61,11 +61,10 @@ numbers plus two Jacobian chunks, 2·chunk_size·K·P.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 
+from ..nets.models import float64_copy
 from .ntk import Jacobians
 
 LIU = ("Liu, Zhu & Belkin 2022, Loss landscapes and optimization in over-parameterized "
@@ -75,10 +74,6 @@ SPECTRUM = ("lambda_min", "lambda_max", "condition_number", "trace", "lambda_min
 AT_WEIGHTS = ("loss", "grad_norm_sq", "pl_ratio", *SPECTRUM, "pl_bound_ratio",
               "kernel_bound_ratio")
 MAX_JACOBIAN_BYTES = 2 ** 30
-
-
-def float64_copy(model: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(model).double().eval()
 
 
 def tangent_kernel(model64: torch.nn.Module, x: torch.Tensor, chunk_size: int = 16,

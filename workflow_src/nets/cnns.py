@@ -60,10 +60,9 @@ import torch
 from torch import nn
 
 from .cnn_codes import ActivationCodes
-from .spec import ACTIVATIONS, ModelSpec
+from .spec import ACTIVATIONS, CROP, ModelSpec
 from ..runtable import MIN_CNN_SIDE, architecture_problem
 
-CROP = 28  # Zhang et al.'s centre-crop size
 MIN_SIDE = MIN_CNN_SIDE  # smallest input side accepted (sklearn digits): they downsample by 4
 
 

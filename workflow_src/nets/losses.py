@@ -23,11 +23,7 @@ import torch.nn.functional as F
 
 from ..runtable import LOSSES
 
-__all__ = ["LOSSES", "per_point_loss", "batch_loss", "LOSS_UNITS"]
-
-LOSS_UNITS = {"cross_entropy": "nats (cross-entropy, mean over points)",
-              "squared": "1/2 squared distance of the logits to the one-hot target, summed "
-                         "over classes, mean over points"}
+__all__ = ["LOSSES", "per_point_loss", "batch_loss"]
 
 
 def per_point_loss(kind: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

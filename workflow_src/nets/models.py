@@ -7,6 +7,7 @@ and importable from here.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -71,6 +72,12 @@ def build_model(spec: ModelSpec, seed: int, device: torch.device | str = "cpu") 
     """A freshly initialised network; the same (spec, seed) gives the same weights."""
     generator = torch.Generator().manual_seed(seed)
     return network_class(spec)(spec, generator).to(device)
+
+
+def float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` in eval mode, for metrics computed in double precision
+    (the model itself is left as it is)."""
+    return copy.deepcopy(model).double().eval()
 
 
 def is_mlp(model: nn.Module) -> bool:

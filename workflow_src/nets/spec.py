@@ -23,6 +23,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
 }
 
+# Pixels: Zhang et al.'s crop of CIFAR-sized inputs. The CNNs centre-crop larger inputs to
+# it (nets/cnns.py) and training's random crops take it (training/augmentation.py).
+CROP = 28
+
 # Pre-activation values at which the activation switches linear piece.
 BREAKPOINTS: dict[str, tuple[float, ...]] = {
     "relu": (0.0,),

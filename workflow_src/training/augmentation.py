@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..nets.spec import CROP
 from ..runtable import RunSpec
 
 MAX_SHIFT = 4  # pixels; Novak et al.'s random translations
-CROP = 28  # pixels; Zhang et al.'s crops of CIFAR-sized inputs (the CNNs centre-crop to it)
 
 
 def random_crops(x: torch.Tensor, generator: torch.Generator, size: int = CROP) -> torch.Tensor:

@@ -40,7 +40,7 @@ from .checkpoints import CheckpointStore, stop_requested
 from ..nets.losses import per_point_loss
 from ..nets.models import MLP, build_model
 from ..runtable import RunSpec
-from .stacked import (  # noqa: F401 (StackedOptimizer, stack_parameters: re-exported)
+from .stacked import (
     OPTIMIZER_SLOTS, STACKABLE_OPTIMIZERS, StackedOptimizer, stack_parameters, stacked_forward)
 from .train import (
     EVAL_CHUNK,

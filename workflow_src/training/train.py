@@ -28,8 +28,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .augmentation import (  # noqa: F401 (augment, random_crops, MAX_SHIFT: re-exported)
-    CROP, MAX_SHIFT, apply_augmentation, augment, augment_batch, draw_augmentation, random_crops)
+from .augmentation import augment_batch
 from .checkpoints import CheckpointStore, stop_requested
 from ..nets.losses import batch_loss, per_point_loss
 from ..nets.models import ModelSpec, build_model
