@@ -61,7 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .declarations import DeclarationError, Metric, literal_dict, top_level_assignment
+from .declarations import (DeclarationError, Metric, literal_dict, source_without,
+                           top_level_assignment)
 from .runtable import HYPERPARAMETERS
 
 CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -122,8 +123,7 @@ def read_module(path: Path) -> tuple[dict, str]:
             f"strings, numbers, booleans, None), read without importing the module: {err}"),
         lambda kind: CustomIndicatorError(f"{path}: {DECLARED_IN} must be a dict: function "
                                           "-> its declaration"))
-    lines = text.splitlines(keepends=True)
-    source = "".join(lines[:node.lineno - 1] + lines[node.end_lineno:])
+    source = source_without(text, node)
     return declared, hashlib.sha256(source.encode()).hexdigest()[:16]
 
 

@@ -46,6 +46,13 @@ def top_level_assignment(tree: ast.Module, name: str) -> ast.Assign | None:
     return None
 
 
+def source_without(text: str, node: ast.Assign) -> str:
+    """``text`` with the statement ``node`` removed: a declaration's units, descriptions or
+    cost do not change what the module computes, so they stay out of its code hash."""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[:node.lineno - 1] + lines[node.end_lineno:])
+
+
 def literal_dict(node: ast.Assign, not_literal, not_dict) -> dict:
     """The assignment's value as a pure literal dict, read without running the module.
     ``not_literal(reason)`` and ``not_dict(type_name)`` build the caller's exception."""

@@ -66,7 +66,8 @@ import hashlib
 import importlib
 from pathlib import Path
 
-from .declarations import DeclarationError, Metric, literal_dict, top_level_assignment
+from .declarations import (DeclarationError, Metric, literal_dict, source_without,
+                           top_level_assignment)
 from .runtable import stable_hash
 
 PACKAGE = Path(__file__).resolve().parent
@@ -296,9 +297,7 @@ def code_modules(name: str) -> list[str]:
 def _source_without_declaration(path: Path) -> bytes:
     """A metric module's source with its declaration blanked: its units, descriptions or
     cost do not change what it measures."""
-    lines = path.read_text().splitlines(keepends=True)
-    node = declaration_node(path)
-    return "".join(lines[:node.lineno - 1] + lines[node.end_lineno:]).encode()
+    return source_without(path.read_text(), declaration_node(path)).encode()
 
 
 @functools.cache
